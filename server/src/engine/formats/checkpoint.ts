@@ -1,0 +1,23 @@
+import type { Tensor } from './tensor';
+
+export type FormatName = 'safetensors' | 'pytorch-zip' | 'pytorch-tar' | 'pytorch-pickle' | 'npy' | 'npz';
+
+/** A checkpoint opened by a format reader: its index and metadata, with tensor values left on disk. */
+export interface Checkpoint {
+  readonly path: string;
+  readonly format: FormatName;
+  /** Metadata declared in the file (safetensors `__metadata__`, non-tensor entries of a state dict, ...). */
+  readonly metadata: Readonly<Record<string, unknown>>;
+  readonly tensors: readonly Tensor[];
+  /** Problems that did not stop the reading (entries skipped, placeholders for unknown objects). */
+  readonly warnings: readonly string[];
+  close(): Promise<void>;
+}
+
+/** One module per format implements this. */
+export interface FormatReader {
+  readonly format: FormatName;
+  /** Cheap test on the file name and its first bytes. */
+  sniff(path: string, head: Buffer): boolean;
+  open(path: string): Promise<Checkpoint>;
+}
