@@ -5,13 +5,12 @@ const esbuild = require('esbuild');
 const watch = process.argv.includes('--watch');
 const production = process.argv.includes('--production');
 
-/** Native and optional runtime packages stay outside the bundles and load from node_modules. */
-const nativeModules = [
-  'onnxruntime-node',
-  '@tensorflow/tfjs-node',
-  '@tensorflow/tfjs-node-gpu',
-  '@tensorflow/tfjs-backend-wasm',
-];
+/**
+ * Native and optional runtime packages stay outside the bundles and load from node_modules.
+ * All of TensorFlow.js stays out together: its backends register into the tfjs-core they
+ * require themselves, which must be the one the engine uses.
+ */
+const nativeModules = ['onnxruntime-node', '@tensorflow/*'];
 
 const common = {
   bundle: true,

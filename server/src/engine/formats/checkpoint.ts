@@ -14,9 +14,10 @@ export interface Checkpoint {
   close(): Promise<void>;
 }
 
-/** One module per format implements this. */
+/** One module per format family implements this. */
 export interface FormatReader {
-  readonly format: FormatName;
+  /** Short name for messages, e.g. "safetensors" or "PyTorch". */
+  readonly name: string;
   /** Cheap test on the file name and its first bytes. */
   sniff(path: string, head: Buffer): boolean;
   open(path: string): Promise<Checkpoint>;

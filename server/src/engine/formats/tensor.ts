@@ -27,6 +27,15 @@ export interface Tensor extends TensorInfo {
 
 export const DEFAULT_CHUNK_ELEMENTS = 1 << 20;
 
+/** Largest storage span a strided read fetches at once. */
+const MAX_GATHER_SPAN_BYTES = 16 * 1024 * 1024;
+/**
+ * Needed storage elements about this close are fetched in one read rather than two: only
+ * the needed elements are decoded, so skipped bytes cost a copy, far less than a read.
+ * Must stay below MAX_GATHER_SPAN_BYTES.
+ */
+const MAX_GATHER_GAP_BYTES = 1024 * 1024;
+
 export function elementCountOf(shape: readonly number[], what: string, file: string): number {
   let count = 1;
   for (const dimension of shape) {
@@ -85,25 +94,43 @@ export class StoredTensor implements Tensor {
     return this.gather(start, count);
   }
 
-  /** Reads a strided view: fetch the storage span the requested elements touch, then pick them out. */
+  /**
+   * Reads a strided view: find the storage element behind each requested element, read the
+   * storage around them in ranges of at most MAX_GATHER_SPAN_BYTES, and copy each element's
+   * bytes into row-major order before decoding. A chunk of rows of a large column-major
+   * array touches every column; reading it range by range keeps memory proportional to the
+   * chunk, not to the whole storage, and only the requested elements are decoded.
+   */
   private async gather(start: number, count: number): Promise<Float64Array> {
+    const width = this.width;
+    const indices = this.storageIndices(start, count);
+    const { lows, highs, order, firsts } = planGather(indices, width);
+    const packed = Buffer.allocUnsafe(count * width);
+    for (let range = 0; range < lows.length; range++) {
+      const low = lows[range]!;
+      const bytes = await this.storage.read(low * width, (highs[range]! - low + 1) * width);
+      for (let k = firsts[range]!; k < firsts[range + 1]!; k++) {
+        const i = order[k]!;
+        const from = (indices[i]! - low) * width;
+        const to = i * width;
+        // A byte loop: far cheaper than Buffer.copy for a few bytes at a time.
+        for (let b = 0; b < width; b++) packed[to + b] = bytes[from + b]!;
+      }
+    }
+    return decodeToFloat64(this.dtype, packed, this.littleEndian);
+  }
+
+  /** Storage element index of each of `count` elements from `start`, in row-major order. */
+  private storageIndices(start: number, count: number): Float64Array {
     const indices = new Float64Array(count);
-    let low = Infinity;
-    let high = -Infinity;
     const position = unravel(start, this.shape);
     for (let i = 0; i < count; i++) {
       let index = this.offset;
       for (let d = 0; d < position.length; d++) index += position[d]! * this.strides[d]!;
       indices[i] = index;
-      if (index < low) low = index;
-      if (index > high) high = index;
       increment(position, this.shape);
     }
-    const bytes = await this.storage.read(low * this.width, (high - low + 1) * this.width);
-    const span = decodeToFloat64(this.dtype, bytes, this.littleEndian);
-    const out = new Float64Array(count);
-    for (let i = 0; i < count; i++) out[i] = span[indices[i]! - low]!;
-    return out;
+    return indices;
   }
 
   async *chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
@@ -141,6 +168,84 @@ function storageExtent(shape: readonly number[], strides: readonly number[], off
     else high += reach;
   });
   return [low, high];
+}
+
+/** Which storage ranges a strided read fetches, and which requested elements each one serves. */
+interface GatherPlan {
+  /** Storage element ranges [lows[p], highs[p]], ascending. */
+  readonly lows: readonly number[];
+  readonly highs: readonly number[];
+  /** Requested positions grouped by range: range p serves order[firsts[p]] .. order[firsts[p + 1] - 1]. */
+  readonly order: Uint32Array;
+  readonly firsts: Uint32Array;
+}
+
+/**
+ * Plans the reads for storage elements `indices`. When they all lie within
+ * MAX_GATHER_SPAN_BYTES that is one range (the common case). Otherwise the span is cut into
+ * buckets of MAX_GATHER_GAP_BYTES: elements in one bucket are always read together, and
+ * neighbouring occupied buckets join the same range while the gap between them is at most a
+ * bucket and the range stays within MAX_GATHER_SPAN_BYTES. Bucketing does in linear time
+ * what sorting the indices would do in n log n.
+ */
+function planGather(indices: Float64Array, width: number): GatherPlan {
+  const count = indices.length;
+  let lowest = Infinity;
+  let highest = -Infinity;
+  for (const index of indices) {
+    if (index < lowest) lowest = index;
+    if (index > highest) highest = index;
+  }
+  if ((highest - lowest + 1) * width <= MAX_GATHER_SPAN_BYTES) {
+    const order = new Uint32Array(count);
+    for (let i = 0; i < count; i++) order[i] = i;
+    return { lows: [lowest], highs: [highest], order, firsts: Uint32Array.of(0, count) };
+  }
+
+  const bucketElements = Math.max(1, Math.floor(MAX_GATHER_GAP_BYTES / width));
+  const bucketOf = (index: number): number => Math.floor((index - lowest) / bucketElements);
+  const bucketCount = bucketOf(highest) + 1;
+  const bucketLow = new Float64Array(bucketCount).fill(Infinity);
+  const bucketHigh = new Float64Array(bucketCount).fill(-Infinity);
+  for (const index of indices) {
+    const bucket = bucketOf(index);
+    if (index < bucketLow[bucket]!) bucketLow[bucket] = index;
+    if (index > bucketHigh[bucket]!) bucketHigh[bucket] = index;
+  }
+
+  const maxSpan = Math.floor(MAX_GATHER_SPAN_BYTES / width);
+  const lows: number[] = [];
+  const highs: number[] = [];
+  const rangeOfBucket = new Uint32Array(bucketCount);
+  for (let bucket = 0; bucket < bucketCount; bucket++) {
+    const low = bucketLow[bucket]!;
+    const high = bucketHigh[bucket]!;
+    if (low === Infinity) continue;
+    const last = lows.length - 1;
+    if (last >= 0 && low - highs[last]! <= bucketElements && high - lows[last]! < maxSpan) {
+      highs[last] = high;
+    } else {
+      lows.push(low);
+      highs.push(high);
+    }
+    rangeOfBucket[bucket] = lows.length - 1;
+  }
+
+  // A counting sort of the requested positions by range.
+  const rangeOf = new Uint32Array(count);
+  const firsts = new Uint32Array(lows.length + 1);
+  indices.forEach((index, i) => {
+    const range = rangeOfBucket[bucketOf(index)]!;
+    rangeOf[i] = range;
+    firsts[range + 1]!++;
+  });
+  for (let range = 1; range < firsts.length; range++) firsts[range]! += firsts[range - 1]!;
+  const next = firsts.slice(0, lows.length);
+  const order = new Uint32Array(count);
+  rangeOf.forEach((range, i) => {
+    order[next[range]!++] = i;
+  });
+  return { lows, highs, order, firsts };
 }
 
 function unravel(flat: number, shape: readonly number[]): number[] {

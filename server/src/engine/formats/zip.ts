@@ -1,4 +1,5 @@
-import { inflateRawSync } from 'node:zlib';
+import { constants as bufferConstants } from 'node:buffer';
+import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
 import { BufferSource, type ByteSource } from '../io/byteSource';
 import { CheckpointError } from '../errors';
 
@@ -28,6 +29,9 @@ const LOCAL_SIGNATURE = 0x04034b50;
 const CENTRAL_HEADER_SIZE = 46;
 const LOCAL_HEADER_SIZE = 30;
 const MAX_COMMENT = 0xffff;
+/** Compressed bytes first inflated by memberPrefix; the window grows until the prefix is out. */
+const PREFIX_WINDOW = 4096;
+const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
 
 export class ZipArchive {
   private constructor(
@@ -121,8 +125,58 @@ export class ZipArchive {
 
   /** The member's bytes as a source. Its local header is checked against the central directory. */
   async member(name: string): Promise<ByteSource> {
+    const { member, data } = await this.locate(name);
+    if (member.method === 0) return data;
+    if (member.size > MAX_INFLATED_MEMBER) {
+      throw new CheckpointError(this.source.name, `compressed member "${name}" (${member.size} bytes) is too large to inflate`);
+    }
+    const compressed = await data.read(0, member.compressedSize);
+    let inflated: Buffer;
+    try {
+      inflated = inflateRawSync(compressed, { maxOutputLength: Math.max(1, member.size) });
+    } catch (error) {
+      throw new CheckpointError(this.source.name, `compressed member "${name}" is damaged: ${(error as Error).message}`);
+    }
+    if (inflated.length !== member.size) {
+      throw new CheckpointError(this.source.name, `compressed member "${name}" inflates to ${inflated.length} bytes, not ${member.size}`);
+    }
+    return new BufferSource(inflated, label(this.source, name));
+  }
+
+  /**
+   * The first `length` bytes of a member (fewer if the member is shorter). A deflated member
+   * is inflated only as far as that takes, so the header of a large compressed array is read
+   * without inflating the array.
+   */
+  async memberPrefix(name: string, length: number): Promise<Buffer> {
+    const { member, data } = await this.locate(name);
+    const wanted = Math.min(length, member.size);
+    if (member.method === 0) return data.read(0, wanted);
+    let window = Math.min(PREFIX_WINDOW, member.compressedSize);
+    for (;;) {
+      const compressed = await data.read(0, window);
+      let inflated: Buffer;
+      try {
+        // A sync flush returns what the partial stream holds instead of failing at its cut end;
+        // the output cap keeps a hostile window from inflating past what the member declares.
+        inflated = inflateRawSync(compressed, {
+          finishFlush: zlibConstants.Z_SYNC_FLUSH,
+          maxOutputLength: Math.max(1, Math.min(member.size, MAX_BUFFER_LENGTH)),
+        });
+      } catch (error) {
+        throw new CheckpointError(this.source.name, `compressed member "${name}" is damaged: ${(error as Error).message}`);
+      }
+      if (inflated.length >= wanted) return inflated.subarray(0, wanted);
+      if (window === member.compressedSize) {
+        throw new CheckpointError(this.source.name, `compressed member "${name}" inflates to ${inflated.length} bytes, not ${member.size}`);
+      }
+      window = Math.min(window * 4, member.compressedSize);
+    }
+  }
+
+  /** Finds a member's data, checking its local header against the central directory. */
+  private async locate(name: string): Promise<{ member: ZipMember; data: ByteSource }> {
     const member = this.members.get(name);
-    const label = `${this.source.name}[${name}]`;
     if (!member) throw new CheckpointError(this.source.name, `zip member "${name}" is missing`);
     const header = await this.source.read(member.headerOffset, LOCAL_HEADER_SIZE);
     if (header.readUInt32LE(0) !== LOCAL_SIGNATURE) {
@@ -142,23 +196,13 @@ export class ZipArchive {
     if (dataOffset + member.compressedSize > this.source.size) {
       throw new CheckpointError(this.source.name, `zip member "${name}" runs past the end of the file`);
     }
-    const data = this.source.slice(dataOffset, member.compressedSize, label);
-    if (member.method === 0) return data;
-    if (member.size > MAX_INFLATED_MEMBER) {
-      throw new CheckpointError(this.source.name, `compressed member "${name}" (${member.size} bytes) is too large to inflate`);
-    }
-    const compressed = await data.read(0, member.compressedSize);
-    let inflated: Buffer;
-    try {
-      inflated = inflateRawSync(compressed, { maxOutputLength: Math.max(1, member.size) });
-    } catch (error) {
-      throw new CheckpointError(this.source.name, `compressed member "${name}" is damaged: ${(error as Error).message}`);
-    }
-    if (inflated.length !== member.size) {
-      throw new CheckpointError(this.source.name, `compressed member "${name}" inflates to ${inflated.length} bytes, not ${member.size}`);
-    }
-    return new BufferSource(inflated, label);
+    return { member, data: this.source.slice(dataOffset, member.compressedSize, label(this.source, name)) };
   }
+}
+
+/** How a member is named in messages: the archive, then the member in brackets. */
+function label(source: ByteSource, member: string): string {
+  return `${source.name}[${member}]`;
 }
 
 function safeNumber(value: bigint, what: string, fail: (problem: string) => never): number {

@@ -18,7 +18,11 @@ export interface ByteSource {
 /** Largest single read; bigger requests must stream. Guards against headers that ask for more. */
 export const MAX_SINGLE_READ = 512 * 1024 * 1024;
 
-abstract class RangeCheckedSource implements ByteSource {
+/**
+ * Checks every range against the source's size before `readRaw` sees it; subclasses supply
+ * only the raw read.
+ */
+export abstract class RangeCheckedSource implements ByteSource {
   abstract readonly name: string;
   abstract readonly size: number;
   protected abstract readRaw(offset: number, length: number): Promise<Buffer>;
@@ -40,7 +44,8 @@ abstract class RangeCheckedSource implements ByteSource {
   }
 
   slice(offset: number, length: number, name?: string): ByteSource {
-    if (offset < 0 || length < 0 || offset + length > this.size) {
+    // The integer check matters: NaN would slip through the comparisons below.
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new CheckpointError(
         name ?? this.name,
         `range ${offset}+${length} lies outside the ${this.size} bytes available`,
