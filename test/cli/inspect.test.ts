@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import { encodeSafetensors, float32 } from '../engine/safetensorsWriter';
 import { makeTempDir, REPO_ROOT } from '../helpers';
 
-const CLI = path.join(REPO_ROOT, 'bin', 'neural-lineage.js');
+const CLI = path.join(REPO_ROOT, 'dist', 'cli.js');
 const temp = makeTempDir();
 after(temp.cleanup);
 

@@ -25,7 +25,7 @@ const common = {
 const builds = [
   { ...common, entryPoints: ['client/src/extension.ts'], outfile: 'dist/client.js', external: ['vscode'] },
   { ...common, entryPoints: ['server/src/server.ts'], outfile: 'dist/server.js', external: nativeModules },
-  { ...common, entryPoints: ['server/src/cli/main.ts'], outfile: 'dist/cli.js', external: nativeModules },
+  { ...common, entryPoints: ['server/src/cli/main.ts'], outfile: 'dist/cli.js', external: nativeModules, banner: { js: '#!/usr/bin/env node' } },
 ];
 
 async function main() {

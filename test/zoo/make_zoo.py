@@ -10,9 +10,9 @@ a family of barely-moved "hard siblings", unrelated negatives, and derived leaf 
 uninformative names in mixed formats and the ground truth to DIR/truth.json.
 
 Usage:
-  /usr/bin/python3 tools/zoo/make_zoo.py --out DIR [--preset small|full] [--seed N] [--force]
+  /usr/bin/python3 test/zoo/make_zoo.py --out DIR [--preset small|full] [--seed N] [--force]
 
-See tools/zoo/README.md for the truth.json schema.
+See test/zoo/README.md for the truth.json schema.
 """
 import argparse
 import copy

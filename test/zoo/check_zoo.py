@@ -3,7 +3,7 @@
 safetensors reader), tensor names normalise to the architecture's state dict, truth.json
 is consistent, and a naive weight-distance baseline is reported for orientation.
 
-Usage: /usr/bin/python3 tools/zoo/check_zoo.py DIR
+Usage: /usr/bin/python3 test/zoo/check_zoo.py DIR
 Exit status 0 when all checks pass.
 """
 import hashlib
