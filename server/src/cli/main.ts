@@ -1,18 +1,26 @@
 import { parseArgs } from 'node:util';
+import { defaultCacheDirectory, FingerprintCache } from '../engine/fingerprint/cache';
 import { runInspect } from './inspectCommand';
+import { runParent } from './parentCommand';
+import { runScan, type ScanFormat } from './scanCommand';
 
 const USAGE = `Usage: neural-lineage <command> [options]
 
 Commands:
-  inspect FILE... [--json] [--all]   format, tensors, parameters, dtypes, shapes and declared
-                                     metadata of checkpoints (.safetensors, .pt/.pth/.bin/.ckpt,
-                                     .npy/.npz, sharded *.index.json); reads headers only
+  inspect FILE... [--json] [--all]      format, tensors, parameters, dtypes, shapes and declared
+                                        metadata of checkpoints; reads headers only
+  parent CHILD --candidates P... [--json]
+                                        which candidate CHILD was fine-tuned from, or none
+  scan DIR [--json|--dot|--mermaid]     every checkpoint under DIR and the lineage graph
 
 Options:
-  --json     machine-readable output on stdout
-  --all      list every tensor, not only the first ones
-  -h, --help this help
+  --json             machine-readable output on stdout
+  --all              (inspect) list every tensor, not only the first ones
+  --cache-dir DIR    where fingerprints are kept (default ${defaultCacheDirectory()})
+  -h, --help         this help
 `;
+
+class UsageError extends Error {}
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -23,18 +31,38 @@ async function main(argv: readonly string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: [...rest],
     allowPositionals: true,
-    options: { json: { type: 'boolean', default: false }, all: { type: 'boolean', default: false } },
+    options: {
+      json: { type: 'boolean', default: false },
+      all: { type: 'boolean', default: false },
+      dot: { type: 'boolean', default: false },
+      mermaid: { type: 'boolean', default: false },
+      candidates: { type: 'string', multiple: true },
+      'cache-dir': { type: 'string' },
+    },
   });
+  const cache = new FingerprintCache(values['cache-dir'] ?? defaultCacheDirectory());
+  const write = (text: string) => process.stdout.write(text);
   switch (command) {
     case 'inspect':
       if (positionals.length === 0) throw new UsageError('inspect needs at least one FILE');
-      return runInspect(positionals, { json: values.json ?? false, all: values.all ?? false }, (text) => process.stdout.write(text));
+      return runInspect(positionals, { json: values.json ?? false, all: values.all ?? false }, write);
+    case 'parent': {
+      // `--candidates a b c` takes the following positionals too, as in the README.
+      const [child, ...more] = positionals;
+      const candidates = [...(values.candidates ?? []), ...more];
+      if (!child || candidates.length === 0) throw new UsageError('parent needs CHILD and --candidates P...');
+      return runParent(child, candidates, cache, values.json ?? false, write);
+    }
+    case 'scan': {
+      if (positionals.length !== 1) throw new UsageError('scan needs one DIR');
+      const format: ScanFormat = values.json ? 'json' : values.dot ? 'dot' : values.mermaid ? 'mermaid' : 'text';
+      const progress = process.stderr.isTTY ? (text: string) => process.stderr.write(`\r\x1b[K${text}`) : () => undefined;
+      return runScan(positionals[0]!, format, cache, write, progress);
+    }
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
 }
-
-class UsageError extends Error {}
 
 main(process.argv.slice(2)).then(
   (code) => {

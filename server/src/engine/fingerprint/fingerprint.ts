@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { CheckpointError, FileChangedError, throwIfAborted } from '../errors';
+import type { FormatName } from '../formats/checkpoint';
+import { isDecodable, undecodableReason, type DType } from '../formats/dtype';
+import { openCheckpoint } from '../formats/index';
+import type { Tensor } from '../formats/tensor';
+import { mix32, SAMPLE_SEED, SKETCH_SEED } from './elementHash';
+import { normalisedNames } from './tensorNames';
+
+/** Bumped whenever the fingerprint's content or meaning changes; cached ones of other versions are recomputed. */
+export const FINGERPRINT_VERSION = 1;
+/** Count-sketch buckets per tensor; tensors this small or smaller are kept exactly instead. */
+export const SKETCH_BUCKETS = 256;
+/** Values sampled per tensor; tensors this small or smaller are kept whole. */
+export const SAMPLES_PER_TENSOR = 16384;
+
+/**
+ * A compact summary of one tensor computed in one streaming pass. The sketch and the sample
+ * are linear in the values, so sketch(a) − sketch(b) = sketch(a − b): distances between two
+ * checkpoints follow from their fingerprints without re-reading either file.
+ */
+export interface TensorFingerprint {
+  /** Name after removing wrapper prefixes common to the whole checkpoint. */
+  readonly name: string;
+  readonly storedName: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly count: number;
+  readonly mean: number;
+  readonly variance: number;
+  /** Excess-free (Pearson) kurtosis E[(x−μ)⁴]/σ⁴; 3 for a Gaussian. */
+  readonly kurtosis: number;
+  readonly maxAbs: number;
+  /** Euclidean norm. */
+  readonly norm: number;
+  readonly zeros: number;
+  /** SHA-256 of the values as little-endian float32: equal for the same weights in any float storage ≥ 32 bits. */
+  readonly hash: string;
+  /** Count sketch (length SKETCH_BUCKETS), or the exact values when the tensor is no larger. */
+  readonly sketch: Float64Array;
+  /** Probability with which each element was sampled (1 = every element, in order). */
+  readonly sampleRate: number;
+  /** The sampled values, in element order; positions follow from mix32(index, SAMPLE_SEED). */
+  readonly sample: Float32Array;
+}
+
+export interface Fingerprint {
+  readonly version: number;
+  readonly path: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly format: FormatName;
+  readonly parameterCount: number;
+  readonly tensors: readonly TensorFingerprint[];
+  /** Tensors that could not be fingerprinted (complex, quantized) and why. */
+  readonly skipped: readonly { name: string; reason: string }[];
+  readonly metadata: Readonly<Record<string, unknown>>;
+  readonly warnings: readonly string[];
+}
+
+export interface FingerprintOptions {
+  readonly signal?: AbortSignal;
+  /** Called with bytes of tensor data processed so far and the total. */
+  readonly onProgress?: (done: number, total: number) => void;
+  /** Attempts when the file changes while it is read (an in-place rewrite). */
+  readonly attempts?: number;
+}
+
+/** Reads a checkpoint once, streaming every tensor, and returns its fingerprint. */
+export async function fingerprintFile(file: string, options: FingerprintOptions = {}): Promise<Fingerprint> {
+  const attempts = options.attempts ?? 3;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fingerprintOnce(file, options);
+    } catch (error) {
+      if (!(error instanceof FileChangedError) || attempt >= attempts) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
+}
+
+async function fingerprintOnce(file: string, options: FingerprintOptions): Promise<Fingerprint> {
+  const checkpoint = await openCheckpoint(file);
+  try {
+    const stat = await fs.stat(file);
+    const names = normalisedNames(checkpoint.tensors.map((tensor) => tensor.name));
+    const total = checkpoint.tensors.reduce((sum, tensor) => sum + tensor.byteSize, 0);
+    let done = 0;
+    const tensors: TensorFingerprint[] = [];
+    const skipped: { name: string; reason: string }[] = [];
+    for (const [index, tensor] of checkpoint.tensors.entries()) {
+      throwIfAborted(options.signal);
+      if (!isDecodable(tensor.dtype)) {
+        skipped.push({ name: tensor.name, reason: undecodableReason(tensor.dtype) });
+      } else {
+        tensors.push(await fingerprintTensor(tensor, names[index]!, options.signal));
+      }
+      done += tensor.byteSize;
+      options.onProgress?.(done, total);
+    }
+    const after = await fs.stat(file);
+    if (after.size !== stat.size || after.mtimeMs !== stat.mtimeMs) throw new FileChangedError(file);
+    return {
+      version: FINGERPRINT_VERSION,
+      path: file,
+      size: stat.size,
+      mtimeMs: stat.mtimeMs,
+      format: checkpoint.format,
+      parameterCount: checkpoint.tensors.reduce((sum, tensor) => sum + tensor.elementCount, 0),
+      tensors,
+      skipped,
+      metadata: checkpoint.metadata,
+      warnings: checkpoint.warnings,
+    };
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+export async function fingerprintTensor(tensor: Tensor, name: string, signal?: AbortSignal): Promise<TensorFingerprint> {
+  const count = tensor.elementCount;
+  const exactSketch = count <= SKETCH_BUCKETS;
+  const sketch = new Float64Array(exactSketch ? count : SKETCH_BUCKETS);
+  const sampleRate = Math.min(1, SAMPLES_PER_TENSOR / Math.max(1, count));
+  const threshold = sampleRate * 4294967296;
+  const sample: number[] = [];
+  const hash = createHash('sha256');
+  let sum = 0;
+  let sumSquares = 0;
+  let maxAbs = 0;
+  let zeros = 0;
+  let index = 0;
+  // Two passes over each chunk would double the cost of the read; moments are accumulated
+  // around a shift taken from the first value instead, which keeps them numerically stable.
+  let shift = NaN;
+  let m2 = 0;
+  let m3 = 0;
+  let m4 = 0;
+  for await (const chunk of tensor.chunks({ signal })) {
+    hash.update(Buffer.from(Float32Array.from(chunk).buffer));
+    if (Number.isNaN(shift)) shift = chunk[0] ?? 0;
+    for (let i = 0; i < chunk.length; i++, index++) {
+      const value = chunk[i]!;
+      sum += value;
+      sumSquares += value * value;
+      const magnitude = Math.abs(value);
+      if (magnitude > maxAbs) maxAbs = magnitude;
+      if (value === 0) zeros++;
+      const d = value - shift;
+      const d2 = d * d;
+      m2 += d2;
+      m3 += d2 * d;
+      m4 += d2 * d2;
+      if (exactSketch) {
+        sketch[index] = value;
+      } else {
+        const h = mix32(index, SKETCH_SEED);
+        sketch[h & (SKETCH_BUCKETS - 1)]! += h & 0x80000000 ? -value : value;
+      }
+      if (sampleRate === 1 || mix32(index, SAMPLE_SEED) < threshold) sample.push(value);
+    }
+  }
+  if (index !== count) throw new CheckpointError(tensor.name, `streamed ${index} values, expected ${count}`);
+  const mean = count > 0 ? sum / count : 0;
+  const { variance, kurtosis } = centralMoments(count, shift, m2, m3, m4, mean);
+  return {
+    name,
+    storedName: tensor.name,
+    dtype: tensor.dtype,
+    shape: [...tensor.shape],
+    count,
+    mean,
+    variance,
+    kurtosis,
+    maxAbs,
+    norm: Math.sqrt(sumSquares),
+    zeros,
+    hash: hash.digest('hex'),
+    sketch,
+    sampleRate,
+    sample: Float32Array.from(sample),
+  };
+}
+
+/** Converts moments about `shift` into the variance and kurtosis about the mean. */
+function centralMoments(count: number, shift: number, m2: number, m3: number, m4: number, mean: number) {
+  if (count === 0) return { variance: 0, kurtosis: 0 };
+  const e1 = mean - (Number.isNaN(shift) ? 0 : shift);
+  const e2 = m2 / count;
+  const e3 = m3 / count;
+  const e4 = m4 / count;
+  const variance = Math.max(0, e2 - e1 * e1);
+  const fourth = e4 - 4 * e1 * e3 + 6 * e1 * e1 * e2 - 3 * e1 ** 4;
+  return { variance, kurtosis: variance > 0 ? fourth / (variance * variance) : 0 };
+}

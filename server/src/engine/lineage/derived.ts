@@ -1,0 +1,112 @@
+import type { Fingerprint } from '../fingerprint/fingerprint';
+import type { Comparison } from './compare';
+import { tensorsByName } from './exactEvidence';
+
+/** Kinds of edge in a lineage graph. */
+export type Relation = 'finetune' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
+
+/** A copy derived from another checkpoint without training: a leaf, never a parent of its source. */
+export interface DerivedCopy {
+  readonly relation: Extract<Relation, 'converted' | 'fp16' | 'pruned'>;
+  /** True when `a` is the source and `b` the copy. */
+  readonly aIsSource: boolean;
+  readonly evidence: string;
+}
+
+/** Share of compared elements that must match for a copy to count as derived. */
+const MATCHING = 0.99;
+/** A pruned copy zeroes at least this share of the weights its source had non-zero. */
+const PRUNED_EXTRA_ZEROS = 0.05;
+
+/** Recognises identical weights, float16/bfloat16 copies and pruned copies. */
+export function derivedCopy(a: Fingerprint, b: Fingerprint, comparison: Comparison): DerivedCopy | undefined {
+  if (!comparison.related || comparison.layers.length === 0) return undefined;
+  if (comparison.reinitialised.length === 0 && comparison.reshaped.length === 0 && comparison.layers.every((layer) => layer.identical)) {
+    return { relation: 'converted', aIsSource: true, evidence: `all ${comparison.layers.length} shared tensors are identical` };
+  }
+  const names = comparison.layers.map((layer) => layer.name);
+  const half = halfPrecisionCopy(a, b, names) ?? invert(halfPrecisionCopy(b, a, names));
+  if (half) return half;
+  return prunedCopy(a, b, names) ?? invert(prunedCopy(b, a, names));
+}
+
+function invert(copy: DerivedCopy | undefined): DerivedCopy | undefined {
+  return copy && { ...copy, aIsSource: !copy.aIsSource };
+}
+
+/** `copy` holds 16-bit floats that equal `source`'s values rounded to that precision. */
+function halfPrecisionCopy(source: Fingerprint, copy: Fingerprint, names: readonly string[]): DerivedCopy | undefined {
+  const sourceTensors = tensorsByName(source);
+  const copyTensors = tensorsByName(copy);
+  let compared = 0;
+  let matching = 0;
+  let format: 'F16' | 'BF16' | undefined;
+  for (const name of names) {
+    const s = sourceTensors.get(name)!;
+    const c = copyTensors.get(name)!;
+    if (c.dtype !== 'F16' && c.dtype !== 'BF16') continue;
+    if (s.dtype === 'F16' || s.dtype === 'BF16') return undefined;
+    format = c.dtype;
+    const round = c.dtype === 'F16' ? roundToHalf : roundToBfloat16;
+    for (let i = 0; i < Math.min(s.sample.length, c.sample.length); i++, compared++) {
+      if (round(s.sample[i]!) === c.sample[i]) matching++;
+    }
+  }
+  if (!format || compared === 0 || matching / compared < MATCHING) return undefined;
+  return {
+    relation: 'fp16',
+    aIsSource: true,
+    evidence: `${format} copy: ${(100 * matching / compared).toFixed(1)}% of sampled values equal the source rounded to ${format}`,
+  };
+}
+
+/** `copy` equals `source` except for extra zeros. */
+function prunedCopy(source: Fingerprint, copy: Fingerprint, names: readonly string[]): DerivedCopy | undefined {
+  const sourceTensors = tensorsByName(source);
+  const copyTensors = tensorsByName(copy);
+  let weights = 0;
+  let extraZeros = 0;
+  let kept = 0;
+  let keptEqual = 0;
+  for (const name of names) {
+    const s = sourceTensors.get(name)!;
+    const c = copyTensors.get(name)!;
+    weights += s.count;
+    extraZeros += c.zeros - s.zeros;
+    for (let i = 0; i < Math.min(s.sample.length, c.sample.length); i++) {
+      if (c.sample[i] === 0) continue;
+      kept++;
+      if (c.sample[i] === s.sample[i]) keptEqual++;
+    }
+  }
+  if (weights === 0 || extraZeros / weights < PRUNED_EXTRA_ZEROS || kept === 0 || keptEqual / kept < MATCHING) return undefined;
+  return {
+    relation: 'pruned',
+    aIsSource: true,
+    evidence: `pruned copy: ${(100 * extraZeros / weights).toFixed(1)}% more zeros, the other values unchanged`,
+  };
+}
+
+const scratch = new DataView(new ArrayBuffer(4));
+
+/** Rounds a float32 value to the nearest IEEE half (ties to even) and back. */
+export function roundToHalf(value: number): number {
+  if (!Number.isFinite(value) || value === 0) return value;
+  const magnitude = Math.abs(value);
+  if (magnitude >= 65520) return Math.sign(value) * Infinity;
+  // Below 2^-14 halves are subnormal with a fixed step of 2^-24.
+  const exponent = Math.max(Math.floor(Math.log2(magnitude)), -14);
+  const step = 2 ** (exponent - 10);
+  let rounded = Math.round(magnitude / step);
+  if (Math.abs(magnitude / step - Math.trunc(magnitude / step) - 0.5) < 1e-12 && rounded % 2 === 1) rounded--;
+  return Math.sign(value) * rounded * step;
+}
+
+/** Rounds a float32 value to bfloat16 (ties to even) and back. */
+export function roundToBfloat16(value: number): number {
+  scratch.setFloat32(0, value);
+  const bits = scratch.getUint32(0);
+  const rounded = (bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000;
+  scratch.setUint32(0, rounded >>> 0);
+  return scratch.getFloat32(0);
+}
