@@ -10,7 +10,7 @@ a family of barely-moved "hard siblings", unrelated negatives, and derived leaf 
 uninformative names in mixed formats and the ground truth to DIR/truth.json.
 
 Usage:
-  /usr/bin/python3 test/zoo/make_zoo.py --out DIR [--preset small|full] [--seed N] [--force]
+  /usr/bin/python3 test/zoo/make_zoo.py --out DIR [--preset demo|small|full] [--seed N] [--force]
 
 See test/zoo/README.md for the truth.json schema.
 """
@@ -33,6 +33,21 @@ GENERATOR = "neural-lineage-zoo"
 GENERATOR_VERSION = 1
 
 PRESETS = {
+    # A tiny zoo committed as the README's bundled example (npm run demo): about 1 MB.
+    "demo": {
+        "archs": {
+            "mlp": {
+                "cfg": {"hidden": [32, 16]},
+                "roots": 2,
+                "fanout": {1: [2, 1], 2: [1, 0, 0]},
+                "hard_siblings": 1,
+                "negatives": ["fmnist10"],
+                "derived": {"fp16": 1, "pruned": 1},
+            },
+        },
+        "n_pretrain": 3000, "pretrain_epochs": [3], "n_train": 1500, "n_max_imbalanced": 400,
+        "shots": [10, 20], "n_test": 1000,
+    },
     "small": {
         "archs": {
             "mlp": {
