@@ -123,8 +123,9 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
   const exactSketch = count <= SKETCH_BUCKETS;
   const sketch = new Float64Array(exactSketch ? count : SKETCH_BUCKETS);
   const sampleRate = Math.min(1, SAMPLES_PER_TENSOR / Math.max(1, count));
-  const threshold = sampleRate * 4294967296;
-  const sample: number[] = [];
+  const positions = sampledPositions(count, sampleRate);
+  const sample = new Float32Array(positions?.length ?? count);
+  let sampled = 0;
   const hash = createHash('sha256');
   let sum = 0;
   let sumSquares = 0;
@@ -138,13 +139,20 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
   let m3 = 0;
   let m4 = 0;
   for await (const chunk of tensor.chunks({ signal })) {
-    hash.update(Buffer.from(Float32Array.from(chunk).buffer));
+    const single = Float32Array.from(chunk);
+    hash.update(new Uint8Array(single.buffer));
     if (Number.isNaN(shift)) shift = chunk[0] ?? 0;
+    const end = index + chunk.length;
+    if (!positions) {
+      sample.set(single, index);
+    } else {
+      for (; sampled < positions.length && positions[sampled]! < end; sampled++) sample[sampled] = chunk[positions[sampled]! - index]!;
+    }
     for (let i = 0; i < chunk.length; i++, index++) {
       const value = chunk[i]!;
       sum += value;
       sumSquares += value * value;
-      const magnitude = Math.abs(value);
+      const magnitude = value < 0 ? -value : value;
       if (magnitude > maxAbs) maxAbs = magnitude;
       if (value === 0) zeros++;
       const d = value - shift;
@@ -158,7 +166,6 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
         const h = mix32(index, SKETCH_SEED);
         sketch[h & (SKETCH_BUCKETS - 1)]! += h & 0x80000000 ? -value : value;
       }
-      if (sampleRate === 1 || mix32(index, SAMPLE_SEED) < threshold) sample.push(value);
     }
   }
   if (index !== count) throw new CheckpointError(tensor.name, `streamed ${index} values, expected ${count}`);
@@ -179,8 +186,27 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
     hash: hash.digest('hex'),
     sketch,
     sampleRate,
-    sample: Float32Array.from(sample),
+    sample,
   };
+}
+
+/** Sampled positions by tensor size: every file's tensors of one size share them. */
+const positionsBySize = new Map<number, Uint32Array | Float64Array>();
+const MAX_REMEMBERED_SIZES = 256;
+
+/** Sorted element indices kept in the sample, or undefined when every element is kept. */
+function sampledPositions(count: number, rate: number): Uint32Array | Float64Array | undefined {
+  if (rate >= 1) return undefined;
+  let positions = positionsBySize.get(count);
+  if (!positions) {
+    const threshold = rate * 4294967296;
+    const kept: number[] = [];
+    for (let index = 0; index < count; index++) if (mix32(index, SAMPLE_SEED) < threshold) kept.push(index);
+    positions = count <= 0xffffffff ? Uint32Array.from(kept) : Float64Array.from(kept);
+    if (positionsBySize.size >= MAX_REMEMBERED_SIZES) positionsBySize.delete(positionsBySize.keys().next().value!);
+    positionsBySize.set(count, positions);
+  }
+  return positions;
 }
 
 /** Converts moments about `shift` into the variance and kurtosis about the mean. */

@@ -133,11 +133,18 @@ export class StoredTensor implements Tensor {
     return indices;
   }
 
+  /** Reads one chunk ahead, so the disk works while the caller computes on the current chunk. */
   async *chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
     const step = Math.max(1, options.chunkElements ?? DEFAULT_CHUNK_ELEMENTS);
-    for (let start = 0; start < this.elementCount; start += step) {
+    const readFrom = (start: number) => this.read(start, Math.min(step, this.elementCount - start));
+    let pending = this.elementCount > 0 ? readFrom(0) : undefined;
+    for (let start = 0; pending; start += step) {
       throwIfAborted(options.signal);
-      yield await this.read(start, Math.min(step, this.elementCount - start));
+      const current = await pending;
+      pending = start + step < this.elementCount ? readFrom(start + step) : undefined;
+      // A read left pending when the caller stops early must not surface as an unhandled rejection.
+      pending?.catch(() => undefined);
+      yield current;
     }
   }
 }
