@@ -2,14 +2,15 @@ import type { Fingerprint, TensorFingerprint } from '../fingerprint/fingerprint'
 
 /**
  * Weights that get no gradient while fine-tuning (inputs that are always zero, dead units,
- * frozen layers) keep their parent's exact values. So a child shares exactly equal values
- * with its true parent that a sibling, which trained those weights itself, does not have.
- * Counted on the fingerprints' samples, which sit at the same positions in every file.
+ * frozen layers) keep their parent's values: exactly without weight decay, all scaled by one
+ * common factor under SGD weight decay. A child therefore shares such "inherited" values with
+ * its true parent that a sibling, which trained those weights itself, does not have. Counted
+ * on the fingerprints' samples, which sit at the same positions in every file.
  */
 export interface ExactEvidence {
-  /** Sampled elements where the child equals `a` but not `b`. */
+  /** Sampled elements the child inherited from `a` but not from `b`. */
   readonly onlyA: number;
-  /** Sampled elements where the child equals `b` but not `a`. */
+  /** Sampled elements the child inherited from `b` but not from `a`. */
   readonly onlyB: number;
 }
 
@@ -24,6 +25,59 @@ export function tensorsByName(fingerprint: Fingerprint): Map<string, TensorFinge
   return map;
 }
 
+/** Relative tolerance of a scaled match: float32 rounding accumulated over a few hundred steps. */
+const SCALE_TOLERANCE = 2e-6;
+/** A common factor must explain at least this many sampled elements to count. */
+const MIN_SCALED_ELEMENTS = 8;
+
+const inheritedCache = new WeakMap<TensorFingerprint, WeakMap<TensorFingerprint, Uint8Array>>();
+
+/**
+ * Marks the child's sampled elements that equal the candidate's times the factor most of them
+ * share (1 when untouched). The factor is found as the mode of the element ratios.
+ */
+export function inheritedMask(child: TensorFingerprint, candidate: TensorFingerprint): Uint8Array {
+  let byCandidate = inheritedCache.get(child);
+  if (!byCandidate) inheritedCache.set(child, (byCandidate = new WeakMap()));
+  const cached = byCandidate.get(candidate);
+  if (cached) return cached;
+  const c = child.sample;
+  const x = candidate.sample;
+  const n = Math.min(c.length, x.length);
+  const buckets = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    if (c[i] === 0 || x[i] === 0) continue;
+    const key = Math.round((c[i]! / x[i]!) * 1e5);
+    buckets.set(key, (buckets.get(key) ?? 0) + 1);
+  }
+  let modeKey = 0;
+  let modeCount = 0;
+  for (const [key, count] of buckets) {
+    if (count > modeCount) {
+      modeKey = key;
+      modeCount = count;
+    }
+  }
+  const factor = modeCount >= MIN_SCALED_ELEMENTS ? medianRatio(c, x, n, modeKey) : 1;
+  const mask = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    mask[i] = c[i] === x[i] || Math.abs(c[i]! - factor * x[i]!) <= SCALE_TOLERANCE * Math.abs(c[i]!) ? 1 : 0;
+  }
+  byCandidate.set(candidate, mask);
+  return mask;
+}
+
+function medianRatio(c: Float32Array, x: Float32Array, n: number, key: number): number {
+  const ratios: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (c[i] === 0 || x[i] === 0) continue;
+    const ratio = c[i]! / x[i]!;
+    if (Math.round(ratio * 1e5) === key) ratios.push(ratio);
+  }
+  ratios.sort((p, q) => p - q);
+  return ratios[ratios.length >> 1]!;
+}
+
 export function exactEvidence(child: Fingerprint, a: Fingerprint, b: Fingerprint, layerNames: Iterable<string>): ExactEvidence {
   const childTensors = tensorsByName(child);
   const aTensors = tensorsByName(a);
@@ -31,15 +85,15 @@ export function exactEvidence(child: Fingerprint, a: Fingerprint, b: Fingerprint
   let onlyA = 0;
   let onlyB = 0;
   for (const name of layerNames) {
-    const c = childTensors.get(name)?.sample;
-    const x = aTensors.get(name)?.sample;
-    const y = bTensors.get(name)?.sample;
-    if (!c || !x || !y || c.length !== x.length || c.length !== y.length) continue;
-    for (let i = 0; i < c.length; i++) {
-      const equalA = c[i] === x[i];
-      const equalB = c[i] === y[i];
-      if (equalA && !equalB) onlyA++;
-      else if (equalB && !equalA) onlyB++;
+    const c = childTensors.get(name);
+    const x = aTensors.get(name);
+    const y = bTensors.get(name);
+    if (!c || !x || !y || c.sample.length !== x.sample.length || c.sample.length !== y.sample.length) continue;
+    const fromA = inheritedMask(c, x);
+    const fromB = inheritedMask(c, y);
+    for (let i = 0; i < fromA.length; i++) {
+      if (fromA[i] && !fromB[i]) onlyA++;
+      else if (fromB[i] && !fromA[i]) onlyB++;
     }
   }
   return { onlyA, onlyB };
