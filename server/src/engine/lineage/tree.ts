@@ -9,8 +9,9 @@ import { preferredParent } from './parent';
  * exactly inherited values, then distance). An edge is cheap when one end ranks the other
  * high; a minimum spanning tree over those costs links each checkpoint to the member it
  * most plausibly came from, which beats nearest-neighbour linking when a barely-moved
- * sibling sits next to the true parent. The tree is then hung from its centre: fine-tunes
- * radiate from a base model, so the base is the member closest to all others.
+ * sibling sits next to the true parent. Its centre is taken as the root (fine-tunes radiate
+ * from a base model), and each member then takes its best-ranked parent among the members
+ * nearer that root than itself.
  */
 export interface FamilyTree {
   /** Index (into the family) of the root. */
@@ -46,17 +47,13 @@ export function familyTree(members: readonly Fingerprint[], comparisons: (a: num
     neighbours[b]!.push(a);
   }
   const root = centre(neighbours, comparisons);
-  const parents = new Array<number>(n).fill(-1);
-  const order = [root];
-  const seen = new Set(order);
-  for (let i = 0; i < order.length; i++) {
-    for (const next of neighbours[order[i]!]!) {
-      if (seen.has(next)) continue;
-      seen.add(next);
-      parents[next] = order[i]!;
-      order.push(next);
-    }
-  }
+  // Along any line of descent the weights move further from the base: each member takes the
+  // best-ranked parent among the members nearer the root than itself (no cycles by construction).
+  const fromRoot = members.map((_, i) => (i === root ? 0 : comparisons(i, root).relativeDistance));
+  const parents = members.map((_, child) => {
+    if (child === root) return -1;
+    return rank[child]!.order.find((candidate) => fromRoot[candidate]! < fromRoot[child]!) ?? root;
+  });
   const confidence = parents.map((parent, child) => (parent < 0 ? 1 : rank[child]!.share[parent]!));
   return { root, parents, confidence };
 }
@@ -87,7 +84,7 @@ function rankOthers(members: readonly Fingerprint[], child: number, comparisons:
     position[member] = index;
     share[member] = contenders.length > 1 ? (wins.get(member) ?? 0) / (contenders.length - 1) : 1;
   });
-  return { position, share };
+  return { order: sorted, position, share };
 }
 
 /** The member with the smallest total hop distance to all others; ties go to the nearer in weights. */
