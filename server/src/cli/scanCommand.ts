@@ -47,7 +47,9 @@ function renderText(result: ScanResult): string {
       walk(root, '');
     }
   }
+  for (const conflict of result.conflicts) lines.push(`conflict: ${conflict.message}`);
   for (const checkpoint of result.checkpoints.filter((c) => c.error)) lines.push(`unreadable: ${checkpoint.error}`);
+  for (const warning of result.warnings) lines.push(`warning: ${warning}`);
   lines.push(`${result.checkpoints.length} checkpoints, ${result.families.length} families, ${result.edges.length} edges`);
   return lines.join('\n') + '\n';
 }

@@ -124,7 +124,7 @@ function makeScan(folder: string, checkpoints: readonly DeclaredCheckpoint[], op
   for (const checkpoint of checkpoints) {
     const absolute = path.resolve(root, checkpoint.path);
     const relative = path.relative(root, absolute);
-    if (relative.startsWith('..') || path.isAbsolute(relative)) continue;
+    if (relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) continue;
     byPath.set(absolute, { relative, absolute, directory: path.dirname(absolute), metadata: checkpoint.metadata });
   }
   const byDirectory = new Map<string, Entry[]>();
@@ -278,6 +278,7 @@ function modelCardClaim(text: string): Claim | undefined {
 type FrontMatterValue = string | string[] | null;
 
 interface RawKey {
+  /** Text after `key:`, comment included: only wanted keys are read further. */
   readonly inline: string;
   readonly items: { readonly indent: number; readonly text: string }[];
   /** Indented lines that are not list items: a mapping or a multi-line value. */
@@ -330,7 +331,7 @@ function rawKeys(lines: readonly string[]): Map<string, RawKey> {
     const key = TOP_LEVEL_KEY.exec(line);
     if (!key) throw new SyntaxError(`unexpected front matter line "${line.slice(0, 60)}"`);
     if (keys.has(key[1]!)) throw new SyntaxError(`front matter repeats the key ${key[1]}`);
-    current = { inline: withoutComment(key[2] ?? '').trim(), items: [], nested: false };
+    current = { inline: key[2] ?? '', items: [], nested: false };
     keys.set(key[1]!, current);
   }
   return keys;
@@ -338,9 +339,10 @@ function rawKeys(lines: readonly string[]): Map<string, RawKey> {
 
 function keyValue(key: string, raw: RawKey): FrontMatterValue {
   if (raw.nested) throw new SyntaxError(`${key} is a mapping or a multi-line value`);
-  if (raw.inline !== '') {
+  const inline = withoutComment(raw.inline).trim();
+  if (inline !== '') {
     if (raw.items.length > 0) throw new SyntaxError(`${key} has both a value and list items`);
-    return raw.inline.startsWith('[') ? inlineList(key, raw.inline) : scalar(key, raw.inline);
+    return inline.startsWith('[') ? inlineList(key, inline) : scalar(key, inline);
   }
   if (raw.items.length === 0) return null;
   const indent = raw.items[0]!.indent;
@@ -518,14 +520,13 @@ function hashClaims(metadata: Readonly<Record<string, unknown>>): HashClaim[] {
 
 async function findByHash(scan: Scan, child: Entry, claim: HashClaim, relation: Relation, declaredName: string | undefined): Promise<Entry | undefined> {
   const childSize = await fileSize(scan, child.absolute);
-  const named = declaredName === undefined ? undefined : lastComponent(declaredName);
-  const candidates = scan.entries
-    .filter((entry) => entry !== child)
-    .sort((a, b) => Number(!!named && !namesEntry(a, named)) - Number(!!named && !namesEntry(b, named)));
-  for (const candidate of candidates) {
+  if (childSize === undefined) return undefined;
+  const others = scan.entries.filter((entry) => entry !== child);
+  const named = declaredName === undefined ? [] : others.filter((entry) => namesEntry(entry, lastComponent(declaredName)));
+  for (const candidate of new Set([...named, ...others])) {
     throwIfAborted(scan.signal);
     const size = await fileSize(scan, candidate.absolute);
-    if (size === undefined || childSize === undefined || size < claim.minimumBytes || size > scan.maxHashBytes) continue;
+    if (size === undefined || size < claim.minimumBytes || size > scan.maxHashBytes) continue;
     // An adapter is a small difference from its base: a base no larger than the adapter is implausible.
     if (relation === 'adapter' && size <= childSize) continue;
     if ((await digestOf(scan, candidate.absolute, claim)) === claim.digest) return candidate;
@@ -652,10 +653,14 @@ function representative(entries: readonly Entry[] | undefined): Entry | undefine
 // ---------------------------------------------------------------------------------------------
 // Checkpoints of one run: Trainer checkpoint-N folders, numbered file names
 
-interface RunMember {
+interface ChainMember {
   readonly entry: Entry;
-  readonly step: number;
+  /** Why this member follows the one before it. */
   readonly source: string;
+}
+
+interface RunMember extends ChainMember {
+  readonly step: number;
 }
 
 /**
@@ -757,7 +762,7 @@ function numberedFileLinks(scan: Scan): DeclaredLink[] {
   for (const group of groups.values()) {
     if (group.length < 2) continue;
     for (const run of numberedRuns(group)) {
-      const members = run.names.map((name) => ({ entry: name.entry, step: 0, source: `${name.entry.relative} file name (${name.pattern})` }));
+      const members = run.names.map((name) => ({ entry: name.entry, source: `${name.entry.relative} file name (${name.pattern})` }));
       links.push(...chain(members, run.labelled ? 'strong' : 'weak'));
     }
   }
@@ -788,7 +793,7 @@ function numberedRuns(group: readonly NumberedName[]): { names: NumberedName[]; 
   const width = sorted[0]!.numbers.length;
   const changing = [...Array(width).keys()].filter((i) => new Set(sorted.map((name) => name.numbers[i])).size > 1);
   if (changing.length === 0) return [];
-  const rising = sorted.every((name, k) => k === 0 || changing.every((i) => name.numbers[i]! > sorted[k - 1]!.numbers[i]! || (i !== changing.at(-1) && name.numbers[i] === sorted[k - 1]!.numbers[i])));
+  const rising = sorted.every((name, k) => k === 0 || risesFrom(sorted[k - 1]!.numbers, name.numbers));
   if (rising) return [{ names: sorted, labelled: changing.some((i) => sorted[0]!.labelled[i]) }];
   const step = changing.at(-1)!;
   const runs = new Map<string, NumberedName[]>();
@@ -799,13 +804,18 @@ function numberedRuns(group: readonly NumberedName[]): { names: NumberedName[]; 
   return [...runs.values()].filter((names) => names.length > 1).map((names) => ({ names, labelled: names[0]!.labelled[step]! }));
 }
 
+/** Every number is at least the earlier one's, and some number is larger. */
+function risesFrom(earlier: readonly number[], later: readonly number[]): boolean {
+  return compareNumbers(earlier, later) < 0 && later.every((value, i) => value >= earlier[i]!);
+}
+
 function compareNumbers(a: readonly number[], b: readonly number[]): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
   return 0;
 }
 
 /** Each member fine-tuned from the one before it. */
-function chain(members: readonly RunMember[], strength: DeclaredLink['strength']): DeclaredLink[] {
+function chain(members: readonly ChainMember[], strength: DeclaredLink['strength']): DeclaredLink[] {
   return members.slice(1).map((member, i) => ({
     child: member.entry.relative,
     parent: members[i]!.entry.relative,
@@ -862,17 +872,24 @@ export function conflicts(
   for (const link of declared) {
     if (link.parent === undefined) continue;
     const detected = parentsOf.get(link.child) ?? [];
-    const claim = `${link.child} declares ${link.parent} as its parent (${link.source})`;
-    const conflict = (message: string): void => {
-      found.push({ child: link.child, declaredParent: link.parent!, ...(detected[0] !== undefined && { detectedParent: detected[0] }), message });
-    };
-    if (!related(link.child, link.parent)) conflict(`${claim}, but their weights are unrelated`);
-    else if (link.relation === 'merged' || detected.includes(link.parent)) continue;
-    else if (ancestors(link.child, parentsOf).has(link.parent)) continue;
-    else if (ancestors(link.parent, parentsOf).has(link.child)) conflict(`${claim}, but the weights place ${link.parent} below it`);
-    else if (detected.length > 0) conflict(`${claim}, but the weights point to ${detected.join(' and ')}`);
+    const message = conflictMessage({ ...link, parent: link.parent }, detected, parentsOf, related);
+    if (message === undefined) continue;
+    found.push({ child: link.child, declaredParent: link.parent, ...(detected[0] !== undefined && { detectedParent: detected[0] }), message });
   }
   return found;
+}
+
+function conflictMessage(
+  link: DeclaredLink & { readonly parent: string },
+  detected: readonly string[],
+  parentsOf: ReadonlyMap<string, readonly string[]>,
+  related: (a: string, b: string) => boolean,
+): string | undefined {
+  const claim = `${link.child} declares ${link.parent} as its parent (${link.source})`;
+  if (!related(link.child, link.parent)) return `${claim}, but their weights are unrelated`;
+  if (link.relation === 'merged' || detected.includes(link.parent) || ancestors(link.child, parentsOf).has(link.parent)) return undefined;
+  if (ancestors(link.parent, parentsOf).has(link.child)) return `${claim}, but the weights place ${link.parent} below it`;
+  return detected.length > 0 ? `${claim}, but the weights point to ${detected.join(' and ')}` : undefined;
 }
 
 function ancestors(node: string, parentsOf: ReadonlyMap<string, readonly string[]>): Set<string> {

@@ -5,6 +5,7 @@ import type { Fingerprint } from '../fingerprint/fingerprint';
 import type { FingerprintCache } from '../fingerprint/cache';
 import { isCheckpointPath } from '../formats/index';
 import { compareFingerprints, type Comparison } from './compare';
+import { conflicts, readDeclaredLineage, type DeclaredLink, type LineageConflict } from './declared';
 import { derivedCopy, type Relation } from './derived';
 import { familyTree } from './tree';
 
@@ -14,6 +15,12 @@ export interface ScanResult {
   readonly edges: readonly LineageEdge[];
   /** Groups of related checkpoints; unrelated models are families of one. */
   readonly families: readonly (readonly string[])[];
+  /** What files declare about origins (configs, adapter configs, model cards, metadata, runs). */
+  readonly declared: readonly DeclaredLink[];
+  /** Declarations the weights contradict. */
+  readonly conflicts: readonly LineageConflict[];
+  /** Problems with declarations (malformed configs, ambiguous names). */
+  readonly warnings: readonly string[];
 }
 
 export interface LineageEdge {
@@ -74,13 +81,23 @@ export async function scanFolder(folder: string, options: ScanOptions): Promise<
     }
     options.onProgress?.(index + 1, files.length, relative);
   }
-  const { edges, families } = lineageOf(fingerprints, options.signal);
-  return { checkpoints, edges, families };
+  const warnings: string[] = [];
+  const declared = await readDeclaredLineage(folder, fingerprints, { signal: options.signal, onWarning: (message) => warnings.push(message) });
+  const { edges, families, related } = lineageOf(fingerprints, { declared, signal: options.signal });
+  return { checkpoints, edges, families, declared, conflicts: conflicts(declared, edges, related), warnings };
 }
 
-/** The lineage graph of a set of fingerprinted checkpoints. */
-export function lineageOf(fingerprints: readonly Fingerprint[], signal?: AbortSignal): { edges: LineageEdge[]; families: string[][] } {
+/**
+ * The lineage graph of a set of fingerprinted checkpoints. Strong declarations (a base file's
+ * hash, a training run's step order) between related checkpoints fix those links; every other
+ * declaration is left for `conflicts` to check against what the weights say.
+ */
+export function lineageOf(
+  fingerprints: readonly Fingerprint[],
+  { declared = [], signal }: { declared?: readonly DeclaredLink[]; signal?: AbortSignal } = {},
+): { edges: LineageEdge[]; families: string[][]; related: (a: string, b: string) => boolean } {
   const n = fingerprints.length;
+  const indexOf = new Map(fingerprints.map((fingerprint, i) => [fingerprint.path, i]));
   const comparisons = new Map<number, Comparison>();
   const compare = (a: number, b: number): Comparison => {
     const key = a * n + b;
@@ -124,19 +141,31 @@ export function lineageOf(fingerprints: readonly Fingerprint[], signal?: AbortSi
   const families: string[][] = [];
   for (const members of groups.values()) {
     throwIfAborted(signal);
+    const position = new Map(members.map((member, i) => [member, i]));
+    const declaredParents = new Map<number, number>();
+    const declaredRelation = new Map<number, DeclaredLink>();
+    for (const link of declared) {
+      const child = position.get(indexOf.get(link.child) ?? -1);
+      const parent = position.get(indexOf.get(link.parent ?? '') ?? -1);
+      if (child === undefined || parent === undefined || link.strength !== 'strong' || link.relation === 'merged') continue;
+      declaredParents.set(child, parent);
+      declaredRelation.set(child, link);
+    }
     const tree = familyTree(
       members.map((i) => fingerprints[i]!),
       (a, b) => compare(members[a]!, members[b]!),
+      declaredParents,
     );
     tree.parents.forEach((parent, child) => {
       if (parent < 0) return;
       const comparison = compare(members[child]!, members[parent]!);
+      const link = declaredParents.get(child) === parent ? declaredRelation.get(child) : undefined;
       edges.push({
         parent: fingerprints[members[parent]!]!.path,
         child: fingerprints[members[child]!]!.path,
-        relation: 'finetune',
+        relation: link?.relation ?? 'finetune',
         confidence: round(tree.confidence[child]!),
-        evidence: `relative weight distance ${comparison.relativeDistance.toPrecision(3)} over ${comparison.layers.length} shared layers` +
+        evidence: (link ? `declared in ${link.source}; ` : '') + `relative weight distance ${comparison.relativeDistance.toPrecision(3)} over ${comparison.layers.length} shared layers` +
           (comparison.reinitialised.length + comparison.reshaped.length > 0
             ? `; ${comparison.reinitialised.length + comparison.reshaped.length} replaced (${[...comparison.reshaped.map((r) => r.name), ...comparison.reinitialised].join(', ')})`
             : ''),
@@ -146,7 +175,12 @@ export function lineageOf(fingerprints: readonly Fingerprint[], signal?: AbortSi
     for (const [copy, source] of copyOf) if (members.includes(source)) paths.push(fingerprints[copy]!.path);
     families.push(paths);
   }
-  return { edges, families };
+  const related = (a: string, b: string): boolean => {
+    const x = indexOf.get(a);
+    const y = indexOf.get(b);
+    return x !== undefined && y !== undefined && compare(x, y).related;
+  };
+  return { edges, families, related };
 }
 
 function round(value: number): number {

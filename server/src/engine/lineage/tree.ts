@@ -25,7 +25,15 @@ export interface FamilyTree {
 /** Members considered head to head as a child's possible parents. */
 const HEAD_TO_HEAD_CONTENDERS = 10;
 
-export function familyTree(members: readonly Fingerprint[], comparisons: (a: number, b: number) => Comparison): FamilyTree {
+/**
+ * `declaredParents` maps a member to the parent that strong declared evidence names (a base
+ * file's hash, a training run's step order); those links are kept as declared.
+ */
+export function familyTree(
+  members: readonly Fingerprint[],
+  comparisons: (a: number, b: number) => Comparison,
+  declaredParents: ReadonlyMap<number, number> = new Map(),
+): FamilyTree {
   const n = members.length;
   if (n === 1) return { root: 0, parents: [-1], confidence: [1] };
   const rank = members.map((_, child) => rankOthers(members, child, comparisons));
@@ -46,16 +54,44 @@ export function familyTree(members: readonly Fingerprint[], comparisons: (a: num
     neighbours[a]!.push(b);
     neighbours[b]!.push(a);
   }
-  const root = centre(neighbours, comparisons);
+  const root = topOfDeclaredChain(centre(neighbours, comparisons), declaredParents);
   // Along any line of descent the weights move further from the base: each member takes the
   // best-ranked parent among the members nearer the root than itself (no cycles by construction).
   const fromRoot = members.map((_, i) => (i === root ? 0 : comparisons(i, root).relativeDistance));
   const parents = members.map((_, child) => {
     if (child === root) return -1;
-    return rank[child]!.order.find((candidate) => fromRoot[candidate]! < fromRoot[child]!) ?? root;
+    return declaredParents.get(child) ?? rank[child]!.order.find((candidate) => fromRoot[candidate]! < fromRoot[child]!) ?? root;
   });
-  const confidence = parents.map((parent, child) => (parent < 0 ? 1 : rank[child]!.share[parent]!));
+  breakCycles(parents, root, declaredParents);
+  const confidence = parents.map((parent, child) => (parent < 0 || declaredParents.has(child) ? 1 : rank[child]!.share[parent]!));
   return { root, parents, confidence };
+}
+
+function topOfDeclaredChain(member: number, declaredParents: ReadonlyMap<number, number>): number {
+  const seen = new Set<number>();
+  while (declaredParents.has(member) && !seen.has(member)) {
+    seen.add(member);
+    member = declaredParents.get(member)!;
+  }
+  return member;
+}
+
+/** Declared links can contradict the distance order; a cycle loses its inferred link to the root. */
+function breakCycles(parents: number[], root: number, declaredParents: ReadonlyMap<number, number>): void {
+  for (let start = 0; start < parents.length; start++) {
+    const path: number[] = [];
+    const onPath = new Set<number>();
+    for (let node = start; node >= 0 && node !== root && !onPath.has(node); node = parents[node]!) {
+      path.push(node);
+      onPath.add(node);
+    }
+    if (path.length === 0) continue;
+    const last = parents[path[path.length - 1]!]!;
+    if (!onPath.has(last)) continue;
+    const cycle = path.slice(path.indexOf(last));
+    const inferred = cycle.find((node) => !declaredParents.has(node)) ?? cycle[0]!;
+    parents[inferred] = root;
+  }
 }
 
 /** Positions (0 = most plausible parent) and win shares of every other member, for one child. */
