@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { FINGERPRINT_VERSION, fingerprintFile, type Fingerprint, type FingerprintOptions, type TensorFingerprint } from './fingerprint';
@@ -14,11 +14,12 @@ export class FingerprintCache {
 
   constructor(readonly directory: string) {}
 
-  async get(file: string, options: FingerprintOptions = {}): Promise<Fingerprint> {
+  /** `force` re-reads the file even when a matching entry exists (a user's "rescan"). */
+  async get(file: string, options: FingerprintOptions & { force?: boolean } = {}): Promise<Fingerprint> {
     const absolute = path.resolve(file);
     const stat = await fs.stat(absolute);
     const entry = path.join(this.directory, `${entryKey(absolute)}.json`);
-    const cached = await readEntry(entry);
+    const cached = options.force ? undefined : await readEntry(entry);
     if (cached && cached.version === FINGERPRINT_VERSION && cached.size === stat.size && cached.mtimeMs === stat.mtimeMs) {
       return { ...cached, path: file };
     }
@@ -49,7 +50,8 @@ async function readEntry(entry: string): Promise<Fingerprint | undefined> {
 
 async function writeAtomically(target: string, text: string): Promise<void> {
   await fs.mkdir(path.dirname(target), { recursive: true });
-  const temporary = `${target}.${process.pid}.${Date.now()}.tmp`;
+  // Unique per write: two writes of one entry in the same millisecond must not share a file.
+  const temporary = `${target}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   await fs.writeFile(temporary, text);
   await fs.rename(temporary, target);
 }
@@ -62,11 +64,18 @@ export function serialise(fingerprint: Fingerprint): string {
     sketch: Buffer.from(tensor.sketch.buffer, tensor.sketch.byteOffset, tensor.sketch.byteLength).toString('base64'),
     sample: Buffer.from(tensor.sample.buffer, tensor.sample.byteOffset, tensor.sample.byteLength).toString('base64'),
   }));
-  return JSON.stringify({ ...fingerprint, tensors });
+  return JSON.stringify({ ...fingerprint, tensors }, (_key, value: unknown) =>
+    typeof value === 'number' && !Number.isFinite(value) ? { [NON_FINITE]: String(value) } : value,
+  );
 }
 
+/** JSON has no Infinity or NaN; statistics of tensors holding them are written as tagged strings. */
+const NON_FINITE = '$nonFinite';
+
 export function deserialise(text: string): Fingerprint {
-  const parsed = JSON.parse(text) as Omit<Fingerprint, 'tensors'> & { tensors: Encoded<TensorFingerprint>[] };
+  const parsed = JSON.parse(text, (_key, value: unknown) =>
+    value !== null && typeof value === 'object' && NON_FINITE in value ? Number((value as Record<string, string>)[NON_FINITE]) : value,
+  ) as Omit<Fingerprint, 'tensors'> & { tensors: Encoded<TensorFingerprint>[] };
   const tensors = parsed.tensors.map((tensor): TensorFingerprint => ({
     ...tensor,
     sketch: new Float64Array(toArrayBuffer(Buffer.from(tensor.sketch, 'base64'))),

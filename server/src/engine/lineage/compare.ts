@@ -45,9 +45,12 @@ const MIN_INFORMATIVE_ELEMENTS = 64;
 /** Buffers that are statistics of data rather than trained weights. */
 const BUFFER_NAME = /(^|\.)(running_mean|running_var|num_batches_tracked|position_ids|attn\.bias|attn\.masked_bias)$/;
 
-/** Tensors that are trained weights: floating point, more than one element, not a buffer. */
+/**
+ * Tensors that are trained weights: floating point, more than one element, not a buffer, and
+ * finite (an attention mask of −∞ would swamp every norm it entered).
+ */
 export function isWeight(tensor: TensorFingerprint): boolean {
-  return isFloating(tensor.dtype) && tensor.count > 1 && !BUFFER_NAME.test(tensor.name);
+  return isFloating(tensor.dtype) && tensor.count > 1 && !BUFFER_NAME.test(tensor.name) && Number.isFinite(tensor.norm);
 }
 
 export function weightCount(fingerprint: Fingerprint): number {
@@ -127,17 +130,28 @@ export function compareTensors(a: TensorFingerprint, b: TensorFingerprint): Laye
 
 /**
  * ‖a − b‖² from the fingerprints. Small tensors are held exactly. For larger ones, the sample
- * (each element kept with probability p) and the count sketch give two unbiased estimates with
- * independent errors; their mean is used.
+ * and the count sketch give two unbiased estimates with independent errors, combined with
+ * weights inverse to their variances: the sample's, (1 − f)/f² · Σ d⁴ over the sampled
+ * differences (f the fraction actually sampled); the sketch's, 2/B · (Σ d²)².
  */
 export function estimateSquaredDistance(a: TensorFingerprint, b: TensorFingerprint): number {
-  let fromSample = 0;
-  for (let i = 0; i < Math.min(a.sample.length, b.sample.length); i++) fromSample += (a.sample[i]! - b.sample[i]!) ** 2;
-  if (a.sampleRate >= 1) return fromSample;
-  fromSample /= a.sampleRate;
+  const sampled = Math.min(a.sample.length, b.sample.length);
+  let squares = 0;
+  let fourths = 0;
+  for (let i = 0; i < sampled; i++) {
+    const d2 = (a.sample[i]! - b.sample[i]!) ** 2;
+    squares += d2;
+    fourths += d2 * d2;
+  }
+  if (a.sampleRate >= 1 || sampled === 0) return squares;
+  const fraction = sampled / a.count;
+  const fromSample = squares / fraction;
+  const sampleVariance = ((1 - fraction) / (fraction * fraction)) * fourths;
   let fromSketch = 0;
   for (let i = 0; i < a.sketch.length; i++) fromSketch += (a.sketch[i]! - b.sketch[i]!) ** 2;
-  return (fromSample + fromSketch) / 2;
+  const sketchVariance = (2 / a.sketch.length) * fromSample * fromSample;
+  if (sampleVariance === 0 || sketchVariance === 0) return fromSample;
+  return (fromSample / sampleVariance + fromSketch / sketchVariance) / (1 / sampleVariance + 1 / sketchVariance);
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
