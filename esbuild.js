@@ -22,7 +22,12 @@ const common = {
   logLevel: 'info',
 };
 
+/** Scripts that run inside webviews: browser bundles with no Node or VS Code imports. */
+const webview = { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: !production, minify: production, logLevel: 'info' };
+
 const builds = [
+  { ...webview, entryPoints: ['client/src/webview/graph.ts'], outfile: 'dist/webview/graph.js' },
+  { ...webview, entryPoints: ['client/src/webview/checkpoint.ts'], outfile: 'dist/webview/checkpoint.js' },
   { ...common, entryPoints: ['client/src/extension.ts'], outfile: 'dist/client.js', external: ['vscode'] },
   { ...common, entryPoints: ['server/src/server.ts'], outfile: 'dist/server.js', external: nativeModules },
   { ...common, entryPoints: ['server/src/cli/main.ts'], outfile: 'dist/cli.js', external: nativeModules, banner: { js: '#!/usr/bin/env node' } },
