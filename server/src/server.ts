@@ -237,10 +237,9 @@ connection.onHover(async ({ textDocument, position }): Promise<Hover | null> => 
   const documentDir = textDocument.uri.startsWith('file:') ? path.dirname(fileURLToPath(textDocument.uri)) : undefined;
   const file = await existingFile(resolveCandidates(found.text, documentDir, folderPaths()));
   if (!file) return null;
-  const sections = [reportMarkdown(await reportFor(file))];
-  if (index) sections.push(lineageMarkdown(index.snapshot(), file, label));
+  const lineage = index ? lineageMarkdown(index.snapshot(), file, label) : undefined;
   return {
-    contents: { kind: MarkupKind.Markdown, value: sections.join('\n\n---\n\n') },
+    contents: { kind: MarkupKind.Markdown, value: reportMarkdown(await reportFor(file), { lineage }) },
     range: { start: { line: position.line, character: found.start }, end: { line: position.line, character: found.end } },
   };
 });
@@ -248,7 +247,7 @@ connection.onHover(async ({ textDocument, position }): Promise<Hover | null> => 
 connection.onRequest(InspectRequest, async ({ uri }) => {
   const file = fileURLToPath(uri);
   const report = await reportFor(file).catch((error) => unreadable(file, describeError(error)));
-  return { report, markdown: reportMarkdown(report, true) };
+  return { report, markdown: reportMarkdown(report, { listAll: true }) };
 });
 
 const toUri = (file: string) => pathToFileURL(file).toString();
