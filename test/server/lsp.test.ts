@@ -1,28 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import {
-  createProtocolConnection,
-  HoverRequest,
-  InitializeRequest,
-  InitializedNotification,
-  DidOpenTextDocumentNotification,
-  StreamMessageReader,
-  StreamMessageWriter,
-  type Hover,
-  type MarkupContent,
-  type ProtocolConnection,
-} from 'vscode-languageserver-protocol/node';
+import { DidOpenTextDocumentNotification, HoverRequest, type Hover, type MarkupContent, type ProtocolConnection } from 'vscode-languageserver-protocol/node';
 import { InspectRequest } from '../../server/src/protocol';
 import { encodeSafetensors, float32 } from '../engine/safetensorsWriter';
-import { makeTempDir, REPO_ROOT } from '../helpers';
+import { makeTempDir } from '../helpers';
+import { startLanguageServer } from './languageServer';
 
 const temp = makeTempDir();
-let server: ChildProcess;
 let connection: ProtocolConnection;
+
+let stop: () => void;
 
 before(async () => {
   writeFileSync(
@@ -30,23 +20,11 @@ before(async () => {
     encodeSafetensors([{ name: 'w', dtype: 'F32', shape: [2, 2], data: float32(1, 2, 3, 4) }]),
   );
   writeFileSync(path.join(temp.dir, 'broken.pt'), 'PK\x03\x04 this zip stops here');
-  server = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'server.js'), '--stdio'], { stdio: 'pipe' });
-  connection = createProtocolConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
-  connection.onRequest('workspace/configuration', () => [{ maxFileSizeMB: 0 }]);
-  connection.listen();
-  const folder = pathToFileURL(temp.dir).toString();
-  await connection.sendRequest(InitializeRequest.type, {
-    processId: process.pid,
-    rootUri: folder,
-    workspaceFolders: [{ uri: folder, name: 'zoo' }],
-    capabilities: { workspace: { configuration: true } },
-  });
-  await connection.sendNotification(InitializedNotification.type, {});
+  ({ connection, stop } = await startLanguageServer(temp.dir, { maxFileSizeMB: 0, cacheDirectory: path.join(temp.dir, '.cache') }));
 });
 
 after(() => {
-  connection.dispose();
-  server.kill();
+  stop();
   temp.cleanup();
 });
 

@@ -1,26 +1,21 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import {
-  createProtocolConnection,
   DidChangeWatchedFilesNotification,
   DidOpenTextDocumentNotification,
   FileChangeType,
   HoverRequest,
-  InitializedNotification,
-  InitializeRequest,
   PublishDiagnosticsNotification,
-  StreamMessageReader,
-  StreamMessageWriter,
   type MarkupContent,
   type ProtocolConnection,
   type PublishDiagnosticsParams,
 } from 'vscode-languageserver-protocol/node';
 import { CompareRequest, FindParentRequest, GraphChangedNotification, GraphRequest, LineageRequest, type LineageGraph } from '../../server/src/protocol';
-import { fixturePath, makeTempDir, REPO_ROOT } from '../helpers';
+import { fixturePath, makeTempDir } from '../helpers';
+import { startLanguageServer } from './languageServer';
 
 /**
  * The language server over real LSP (stdio) on a copy of the bundled demo zoo: ten checkpoints
@@ -33,7 +28,6 @@ interface Truth {
 const temp = makeTempDir();
 const workspace = path.join(temp.dir, 'workspace');
 const truth = JSON.parse(readFileSync(fixturePath('demo', 'truth.json'), 'utf8')) as Truth;
-let server: ChildProcess;
 let connection: ProtocolConnection;
 const versions: number[] = [];
 const diagnostics = new Map<string, PublishDiagnosticsParams>();
@@ -52,32 +46,23 @@ async function settledGraph(ready: (graph: LineageGraph) => boolean = () => true
   throw new Error('the server never reached the expected graph');
 }
 
+let stop: () => void;
+
 before(async () => {
   cpSync(fixturePath('demo', 'models'), workspace, { recursive: true });
   writeFileSync(path.join(workspace, brokenName), Buffer.from([0x10, 0, 0, 0, 0, 0, 0, 0, 0x7b]));
-  server = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'server.js'), '--stdio'], { stdio: 'pipe' });
-  connection = createProtocolConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
-  connection.onRequest('workspace/configuration', () => [{ cacheDirectory: path.join(temp.dir, 'cache') }]);
-  connection.onNotification(GraphChangedNotification.method, (params: { version: number }) => {
-    versions.push(params.version);
-  });
-  connection.onNotification(PublishDiagnosticsNotification.method, (params: PublishDiagnosticsParams) => {
-    diagnostics.set(params.uri, params);
-  });
-  connection.listen();
-  const folder = pathToFileURL(workspace).toString();
-  await connection.sendRequest(InitializeRequest.type, {
-    processId: process.pid,
-    rootUri: folder,
-    workspaceFolders: [{ uri: folder, name: 'zoo' }],
-    capabilities: { workspace: { configuration: true } },
-  });
-  await connection.sendNotification(InitializedNotification.type, {});
+  ({ connection, stop } = await startLanguageServer(workspace, { cacheDirectory: path.join(temp.dir, 'cache') }, (listening) => {
+    listening.onNotification(GraphChangedNotification.method, (params: { version: number }) => {
+      versions.push(params.version);
+    });
+    listening.onNotification(PublishDiagnosticsNotification.method, (params: PublishDiagnosticsParams) => {
+      diagnostics.set(params.uri, params);
+    });
+  }));
 });
 
 after(() => {
-  connection.dispose();
-  server.kill();
+  stop();
   temp.cleanup();
 });
 
