@@ -9,9 +9,7 @@ import * as vscode from 'vscode';
 import type { CompareResult, FileLineage, InspectResult } from '../../server/src/protocol';
 import {
   isCheckpointWebviewMessage,
-  type CheckpointComparison,
   type CheckpointHostMessage,
-  type CheckpointInspectResult,
   type CheckpointLineage,
   type CheckpointWebviewMessage,
 } from './webview/checkpointMessages';
@@ -26,15 +24,6 @@ export interface CheckpointDataSource {
   readonly onGraphChanged: vscode.Event<void>;
 }
 
-/**
- * The protocol's answers as the webview's mirror of them. Typed conversions, so a protocol change
- * that the mirror in checkpointMessages.ts no longer accepts fails this module's type check.
- */
-const toWebview = {
-  inspect: (value: InspectResult): CheckpointInspectResult => value,
-  lineage: (value: FileLineage): CheckpointLineage => value,
-  comparison: (value: CompareResult): CheckpointComparison => value,
-};
 
 /** Commands the viewer's links and buttons run (registered by the extension). */
 const SHOW_GRAPH_COMMAND = 'neuralLineage.showGraph';
@@ -225,7 +214,7 @@ class CheckpointView {
         return;
       }
       if (!current()) return;
-      this.post({ type: 'model', model: { inspect: toWebview.inspect(inspect) }, lineagePending: true });
+      this.post({ type: 'model', model: { inspect: inspect }, lineagePending: true });
       this.modelPosted = true;
     }
 
@@ -235,7 +224,7 @@ class CheckpointView {
       this.post({ type: 'lineage', error: describe(answer.error) });
       return;
     }
-    const found = toWebview.lineage(answer.value);
+    const found = answer.value;
     this.allow(found);
     const parent = found.parent?.parent;
     if (!parent) {
@@ -245,7 +234,7 @@ class CheckpointView {
     this.post({ type: 'lineage', lineage: found, comparisonPending: true });
     try {
       const comparison = await this.dataSource.compare(this.uri, vscode.Uri.parse(parent, true), token);
-      if (current()) this.post({ type: 'lineage', lineage: found, parentComparison: toWebview.comparison(comparison) });
+      if (current()) this.post({ type: 'lineage', lineage: found, parentComparison: comparison });
     } catch (error) {
       if (current()) this.post({ type: 'lineage', lineage: found, error: describe(error) });
     }

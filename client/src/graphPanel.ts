@@ -7,18 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
 import type { LineageGraph } from '../../server/src/protocol';
-import { isWebviewToHostMessage, type HostToWebviewMessage, type WebviewGraph, type WebviewToHostMessage } from './webview/graphMessages';
+import { isWebviewToHostMessage, type HostToWebviewMessage, type WebviewToHostMessage } from './webview/graphMessages';
 
 export const GRAPH_VIEW_TYPE = 'neuralLineage.graph';
 const TITLE = 'Model Lineage';
 
 /** Where the graph comes from, asked whenever the webview (re)loads without one. */
 export type GraphSource = () => Promise<LineageGraph>;
-
-/** The protocol graph must stay assignable to what the webview accepts (see graphMessages.ts). */
-function toWebviewGraph(graph: LineageGraph): WebviewGraph {
-  return graph;
-}
 
 function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions {
   return {
@@ -89,7 +84,7 @@ export class GraphPanel implements vscode.Disposable {
     if (!this.ready) return;
     const sent = this.pendingFocus;
     this.pendingFocus = undefined;
-    this.post({ type: 'graph', graph: toWebviewGraph(graph), ...(sent !== undefined ? { focus: sent } : {}) });
+    this.post({ type: 'graph', graph, ...(sent !== undefined ? { focus: sent } : {}) });
   }
 
   /** Highlights one checkpoint's lineage, or clears the highlight with `undefined`. */

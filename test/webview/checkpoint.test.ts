@@ -548,7 +548,7 @@ describe('checkpoint viewer webview', { skip }, () => {
   test('12,345 tensors: only the rows in view are rendered, and the filter searches all of them', { timeout: 90_000 }, async () => {
     const count = 12_345;
     const kinds = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.down_proj'];
-    const tensors = Array.from({ length: count }, (_, i) => ({ name: `model.layers.${Math.floor(i / 5)}.${kinds[i % 5]}.weight`, dtype: 'BF16', shape: [64, 64] }));
+    const tensors = Array.from({ length: count }, (_, i) => ({ name: `model.layers.${Math.floor(i / 5)}.${kinds[i % 5]}.weight`, dtype: 'BF16' as const, shape: [64, 64] }));
     const report: CheckpointReport = {
       path: '/models/big/model-00001-of-00002.safetensors',
       format: 'safetensors',

@@ -1,101 +1,20 @@
 /**
  * Messages between the checkpoint viewer's host (client/src/checkpointEditor.ts) and its
  * webview (client/src/webview/checkpoint.ts). Both sides import this module; it has no DOM or
- * `vscode` imports so that it type-checks and bundles for either side.
- *
- * The data types mirror InspectResult, FileLineage and CompareResult from
- * server/src/protocol.ts. They are restated because the protocol module pulls in the server
- * engine (Node types), which the webview's DOM-only type check cannot load. checkpointEditor.ts
- * assigns the protocol's types to these, so a protocol change that this mirror no longer accepts
- * fails the extension's type check.
+ * `vscode` imports so that it bundles for either side. The data are the protocol's own types
+ * (type-only imports, erased from the bundles).
  */
+import type { CompareResult, FileLineage, GraphConflict, GraphEdge, GraphNode, InspectReport, InspectResult, LayerDifference, Relation } from '../../../server/src/protocol';
 
-/** How a child checkpoint was made from its parent (protocol's Relation). */
-export type CheckpointRelation = 'finetune' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
-
-/** protocol's InspectReport: one checkpoint read from its index alone. */
-export interface CheckpointReport {
-  readonly path: string;
-  readonly format?: string;
-  readonly tensorCount: number;
-  readonly parameterCount: number;
-  readonly byteSize: number;
-  /** Per element type: how many tensors and parameters use it. */
-  readonly dtypes: Readonly<Partial<Record<string, { readonly tensors: number; readonly parameters: number }>>>;
-  readonly tensors: readonly { readonly name: string; readonly dtype: string; readonly shape: readonly number[] }[];
-  readonly metadata: Readonly<Record<string, unknown>>;
-  readonly warnings: readonly string[];
-  /** Set when the file could not be read; the other fields are then empty. */
-  readonly error?: string;
-}
-
-/** protocol's InspectResult. */
-export interface CheckpointInspectResult {
-  readonly report: CheckpointReport;
-  readonly markdown: string;
-}
-
-/** protocol's GraphNode. */
-export interface CheckpointNode {
-  readonly uri: string;
-  /** Path relative to its workspace folder. */
-  readonly label: string;
-  readonly format?: string;
-  readonly sizeBytes: number;
-  readonly parameters?: number;
-  readonly error?: string;
-  readonly family?: number;
-}
-
-/** protocol's GraphEdge (URIs). */
-export interface CheckpointEdge {
-  readonly parent: string;
-  readonly child: string;
-  readonly relation: CheckpointRelation;
-  /** 0..1. */
-  readonly confidence: number;
-  readonly evidence: string;
-}
-
-/** protocol's GraphConflict. */
-export interface CheckpointConflict {
-  readonly child: string;
-  readonly declaredParent: string;
-  readonly message: string;
-  /** The file that declares the parent. */
-  readonly source?: string;
-}
-
-/** protocol's FileLineage. */
-export interface CheckpointLineage {
-  readonly node?: CheckpointNode;
-  readonly parent?: CheckpointEdge;
-  /** Ancestor edges from the parent upwards. */
-  readonly ancestors: readonly CheckpointEdge[];
-  /** Edges to every descendant, breadth first. */
-  readonly descendants: readonly CheckpointEdge[];
-  readonly conflicts: readonly CheckpointConflict[];
-}
-
-/** protocol's LayerDifference. */
-export interface CheckpointLayerDifference {
-  readonly name: string;
-  readonly parameters: number;
-  /** ‖a − b‖ / ‖b‖. */
-  readonly relativeDistance: number;
-  readonly cosine: number;
-}
-
-/** protocol's CompareResult. */
-export interface CheckpointComparison {
-  readonly a: string;
-  readonly b: string;
-  readonly related: boolean;
-  readonly relativeDistance?: number;
-  readonly layers: readonly CheckpointLayerDifference[];
-  /** Layers present in both but re-initialised or reshaped. */
-  readonly replaced: readonly string[];
-}
+export type CheckpointRelation = Relation;
+export type CheckpointReport = InspectReport;
+export type CheckpointInspectResult = InspectResult;
+export type CheckpointNode = GraphNode;
+export type CheckpointEdge = GraphEdge;
+export type CheckpointConflict = GraphConflict;
+export type CheckpointLineage = FileLineage;
+export type CheckpointLayerDifference = LayerDifference;
+export type CheckpointComparison = CompareResult;
 
 /** Everything the viewer shows about one checkpoint. */
 export interface CheckpointViewModel {

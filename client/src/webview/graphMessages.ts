@@ -1,58 +1,19 @@
 /**
  * Messages between the ancestry-graph webview (graph.ts) and the panel that hosts it
  * (client/src/graphPanel.ts). Both sides import this module, so it has no DOM and no `vscode`
- * imports.
- *
- * The graph types mirror LineageGraph and friends from server/src/protocol.ts. They are restated
- * here because the protocol module pulls in the server engine (Node types), which the webview's
- * DOM-only type check cannot load. graphPanel.ts assigns a LineageGraph to a WebviewGraph, so a
- * change to the protocol that this mirror no longer accepts fails the extension's type check.
+ * imports. The graph is the protocol's own LineageGraph (type-only imports, erased from the
+ * bundles).
  */
+import type { GraphConflict, GraphEdge, GraphNode, LineageGraph, Relation } from '../../../server/src/protocol';
 
-/** How a child checkpoint was made from its parent (protocol's Relation). */
-export type GraphRelation = 'finetune' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
+export type GraphRelation = Relation;
+export type WebviewGraphNode = GraphNode;
+export type WebviewGraphEdge = GraphEdge;
+export type WebviewGraphConflict = GraphConflict;
+export type WebviewGraph = LineageGraph;
 
+/** Every relation, in the legend's order. */
 export const GRAPH_RELATIONS: readonly GraphRelation[] = ['finetune', 'adapter', 'quantized', 'fp16', 'pruned', 'converted', 'merged', 'unknown'];
-
-export interface WebviewGraphNode {
-  /** file:// URI; the node's identity. */
-  readonly uri: string;
-  /** Path relative to its workspace folder. */
-  readonly label: string;
-  readonly format?: string;
-  readonly sizeBytes: number;
-  readonly parameters?: number;
-  /** Why the file could not be read, when it could not. */
-  readonly error?: string;
-  /** Index into WebviewGraph.families. */
-  readonly family?: number;
-}
-
-export interface WebviewGraphEdge {
-  readonly parent: string;
-  readonly child: string;
-  readonly relation: GraphRelation;
-  /** 0..1. */
-  readonly confidence: number;
-  readonly evidence: string;
-}
-
-export interface WebviewGraphConflict {
-  readonly child: string;
-  readonly declaredParent: string;
-  readonly message: string;
-}
-
-export interface WebviewGraph {
-  readonly version: number;
-  readonly nodes: readonly WebviewGraphNode[];
-  readonly edges: readonly WebviewGraphEdge[];
-  /** Node URIs per family. */
-  readonly families: readonly (readonly string[])[];
-  readonly conflicts: readonly WebviewGraphConflict[];
-  /** True while checkpoints are still being read; the graph is then partial. */
-  readonly indexing: boolean;
-}
 
 // ---- Host → webview --------------------------------------------------------------------------
 
