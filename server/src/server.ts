@@ -21,6 +21,7 @@ import {
   type WorkspaceFolder,
 } from 'vscode-languageserver/node';
 import { checkpointPathAt, resolveCandidates } from './checkpointPaths';
+import { describeComputeDevices } from './engine/compute/devices';
 import { describeError } from './engine/errors';
 import { defaultCacheDirectory, FingerprintCache } from './engine/fingerprint/cache';
 import { inspectCheckpoint, type InspectReport } from './engine/inspect';
@@ -76,11 +77,23 @@ connection.onInitialized(async () => {
   }
   await refreshSettings();
   void reindex(false);
+  void logComputeDevices();
 });
+
+/** Says in the output channel which compute backends the device setting selects here. */
+async function logComputeDevices(): Promise<void> {
+  const devices = await describeComputeDevices(settings.device);
+  connection.console.info(
+    `compute (device: ${devices.preference}): TensorFlow.js ${devices.tfjs.backend ?? `unavailable (${devices.tfjs.error})`}, ` +
+      `onnxruntime providers ${devices.onnxruntime.providers.join(' → ') || `unavailable (${devices.onnxruntime.error})`}; ` +
+      'the weight method itself runs on the CPU',
+  );
+}
 
 connection.onDidChangeConfiguration(async () => {
   await refreshSettings();
   void reindex(false);
+  void logComputeDevices();
 });
 
 async function refreshSettings(): Promise<void> {

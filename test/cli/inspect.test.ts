@@ -82,3 +82,15 @@ test('usage errors exit with 2', () => {
   assert.equal(run('frobnicate', 'x').status, 2);
   assert.equal(run('--help').status, 0);
 });
+
+test('devices reports the compute backends that load, honouring --device', () => {
+  const auto = run('devices', '--json');
+  assert.equal(auto.status, 0, auto.stderr);
+  const devices = JSON.parse(auto.stdout);
+  assert.ok(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'].includes(devices.tfjs.backend), auto.stdout);
+  assert.equal(devices.onnxruntime.providers.at(-1), 'cpu', 'the CPU provider is always the last resort');
+  const cpu = JSON.parse(run('devices', '--device', 'cpu', '--json').stdout);
+  assert.deepEqual(cpu.onnxruntime.providers, ['cpu']);
+  assert.notEqual(cpu.tfjs.backend, 'tensorflow-gpu');
+  assert.equal(run('devices', '--device', 'tpu').status, 2);
+});

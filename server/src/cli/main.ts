@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { describeComputeDevices } from '../engine/compute/devices';
 import { defaultCacheDirectory, FingerprintCache } from '../engine/fingerprint/cache';
 import { runInspect } from './inspectCommand';
 import { runParent } from './parentCommand';
@@ -12,6 +13,8 @@ Commands:
   parent CHILD --candidates P... [--json]
                                         which candidate CHILD was fine-tuned from, or none
   scan DIR [--json|--dot|--mermaid]     every checkpoint under DIR and the lineage graph
+  devices [--device auto|cpu|gpu] [--json]
+                                        the compute backends that load here, in the order used
 
 Options:
   --json             machine-readable output on stdout
@@ -38,6 +41,7 @@ async function main(argv: readonly string[]): Promise<number> {
       mermaid: { type: 'boolean', default: false },
       candidates: { type: 'string', multiple: true },
       'cache-dir': { type: 'string' },
+      device: { type: 'string', default: 'auto' },
     },
   });
   const cache = new FingerprintCache(values['cache-dir'] ?? defaultCacheDirectory());
@@ -58,6 +62,19 @@ async function main(argv: readonly string[]): Promise<number> {
       const format: ScanFormat = values.json ? 'json' : values.dot ? 'dot' : values.mermaid ? 'mermaid' : 'text';
       const progress = process.stderr.isTTY ? (text: string) => process.stderr.write(`\r\x1b[K${text}`) : () => undefined;
       return runScan(positionals[0]!, format, cache, write, progress);
+    }
+    case 'devices': {
+      const device = values.device;
+      if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') throw new UsageError('--device is auto, cpu or gpu');
+      const devices = await describeComputeDevices(device);
+      if (values.json) {
+        write(JSON.stringify(devices, null, 2) + '\n');
+      } else {
+        write(`device preference  ${devices.preference}\n`);
+        write(`TensorFlow.js      ${devices.tfjs.backend ?? `none (${devices.tfjs.error})`}${devices.tfjs.skipped.length ? `  (passed over: ${devices.tfjs.skipped.join('; ')})` : ''}\n`);
+        write(`onnxruntime        ${devices.onnxruntime.providers.join(' → ') || `none (${devices.onnxruntime.error})`}${devices.onnxruntime.unavailable.length ? `  (not installed: ${devices.onnxruntime.unavailable.join(', ')})` : ''}\n`);
+      }
+      return 0;
     }
     default:
       throw new UsageError(`unknown command "${command}"`);
