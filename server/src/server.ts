@@ -26,7 +26,7 @@ import { describeError } from './engine/errors';
 import { defaultCacheDirectory, FingerprintCache } from './engine/fingerprint/cache';
 import { inspectCheckpoint, type InspectReport } from './engine/inspect';
 import { compareFingerprints } from './engine/lineage/compare';
-import { rankParents } from './engine/lineage/parent';
+import { rankParentsSettled } from './engine/lineage/exactPass';
 import { WorkspaceIndex, type IndexSnapshot } from './engine/lineage/workspaceIndex';
 import { ancestorEdges, descendantEdges, lineageMarkdown } from './lineageMarkdown';
 import {
@@ -323,7 +323,7 @@ connection.onRequest(FindParentRequest, async ({ child, candidates }, token) => 
   const candidateFiles = candidates?.map((uri) => fileURLToPath(uri)) ?? index.snapshot().checkpoints.filter((c) => !c.error && c.path !== childFile).map((c) => c.path);
   const prints = [];
   for (const file of candidateFiles) prints.push(await index.fingerprintAnywhere(file, controller.signal));
-  const answer = rankParents(childPrint, prints);
+  const answer = await rankParentsSettled(childPrint, prints, controller.signal);
   return {
     child,
     parent: answer.parent ? toUri(answer.parent.fingerprint.path) : undefined,

@@ -1,13 +1,15 @@
 import { describeError } from '../engine/errors';
 import type { FingerprintCache } from '../engine/fingerprint/cache';
 import type { Fingerprint } from '../engine/fingerprint/fingerprint';
-import { rankParents } from '../engine/lineage/parent';
+import { rankParentsSettled } from '../engine/lineage/exactPass';
 
 export interface ParentOutput {
   readonly child: string;
   readonly parent: string | null;
   readonly ranking: readonly { candidate: string; score: number; probability: number; related: boolean; relativeDistance: number | null }[];
   readonly method: string;
+  /** True when the two best candidates were too close for fingerprints and were compared exactly. */
+  readonly exactPass: boolean;
   readonly errors: readonly string[];
 }
 
@@ -32,7 +34,7 @@ export async function runParent(
   };
   const childPrint = await load(child);
   const candidatePrints = (await Promise.all(candidates.map(load))).filter((print): print is Fingerprint => print !== undefined);
-  const answer = childPrint ? rankParents(childPrint, candidatePrints) : { parent: undefined, ranking: [] };
+  const answer = childPrint ? await rankParentsSettled(childPrint, candidatePrints) : { parent: undefined, ranking: [], exactPass: false };
   const output: ParentOutput = {
     child,
     parent: answer.parent?.fingerprint.path ?? null,
@@ -44,6 +46,7 @@ export async function runParent(
       relativeDistance: Number.isFinite(entry.comparison.relativeDistance) ? Number(entry.comparison.relativeDistance.toPrecision(4)) : null,
     })),
     method: PARENT_METHOD,
+    exactPass: answer.exactPass,
     errors,
   };
   if (json) {
