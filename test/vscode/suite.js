@@ -394,4 +394,39 @@ test('Rescan re-reads the workspace and the lineage survives it', async () => {
   await closeEditors();
 });
 
+/** Runs a command that asks through quick picks, accepting the highlighted item each time. */
+async function runAcceptingPicks(command, argument, picks) {
+  const pending = vscode.commands.executeCommand(command, argument);
+  for (let pick = 0; pick < picks; pick++) {
+    await settle(1500);
+    await vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+  }
+  await withTimeout(Promise.resolve(pending), 60_000, command);
+}
+
+/** The URI of the active editor tab, whether a text editor or the checkpoint viewer. */
+function activeTabUri() {
+  const input = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+  return input && 'uri' in input ? input.uri.toString() : undefined;
+}
+
+test('Show Ancestors and Show Descendants list the lineage and open the picked checkpoint', async () => {
+  const { child, parent } = demoEdge('fp16');
+  const childUri = workspaceUri(...child.split('/'));
+  const parentUri = workspaceUri(...parent.split('/'));
+  await runAcceptingPicks('neuralLineage.showAncestors', childUri, 1);
+  await waitFor('the parent to open', () => activeTabUri() === parentUri.toString());
+  await closeEditors();
+  await runAcceptingPicks('neuralLineage.showDescendants', parentUri, 1);
+  await waitFor('the child to open', () => activeTabUri() === childUri.toString());
+  await closeEditors();
+});
+
+test('Find Parent ranks the workspace checkpoints and puts the parent first', async () => {
+  const { child, parent } = demoEdge('pruned');
+  await runAcceptingPicks('neuralLineage.findParent', workspaceUri(...child.split('/')), 2);
+  await waitFor('the parent to open', () => activeTabUri() === workspaceUri(...parent.split('/')).toString());
+  await closeEditors();
+});
+
 exports.helpers = { test, waitFor, settle, hoverText, checkpointHover, openAt, positionOf, expectedReport, assertReport, reportDocument, screenshot, workspaceUri, closeEditors, log };
