@@ -14,12 +14,13 @@ import { REPO_ROOT } from '../helpers';
 /**
  * Starts the bundled language server over stdio on one workspace folder, as VS Code would,
  * answering its configuration requests with `settings`. `listen` registers handlers before
- * the first message flows.
+ * the first message flows; `clientCapabilities` adds to the capabilities the client declares.
  */
 export async function startLanguageServer(
   folder: string,
   settings: Record<string, unknown>,
   listen: (connection: ProtocolConnection) => void = () => undefined,
+  clientCapabilities: Record<string, unknown> = {},
 ): Promise<{ connection: ProtocolConnection; stop: () => void }> {
   const server = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'server.js'), '--stdio'], { stdio: 'pipe' });
   const connection = createProtocolConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
@@ -31,7 +32,7 @@ export async function startLanguageServer(
     processId: process.pid,
     rootUri: uri,
     workspaceFolders: [{ uri, name: path.basename(folder) }],
-    capabilities: { workspace: { configuration: true } },
+    capabilities: { workspace: { configuration: true }, ...clientCapabilities },
   });
   await connection.sendNotification(InitializedNotification.type, {});
   return {
