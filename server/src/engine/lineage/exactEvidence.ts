@@ -27,8 +27,10 @@ export function tensorsByName(fingerprint: Fingerprint): Map<string, TensorFinge
 
 /** Relative tolerance of a scaled match: float32 rounding accumulated over a few hundred steps. */
 const SCALE_TOLERANCE = 2e-6;
-/** A common factor must explain at least this many sampled elements to count. */
-const MIN_SCALED_ELEMENTS = 8;
+/** A common factor must explain at least this many of the probed elements to count. */
+const MIN_SCALED_ELEMENTS = 4;
+/** Elements whose ratios are tallied to find the common factor. */
+const FACTOR_PROBE = 1024;
 
 const inheritedCache = new WeakMap<TensorFingerprint, WeakMap<TensorFingerprint, Uint8Array>>();
 
@@ -44,8 +46,11 @@ export function inheritedMask(child: TensorFingerprint, candidate: TensorFingerp
   const c = child.sample;
   const x = candidate.sample;
   const n = Math.min(c.length, x.length);
+  // The common factor is looked for among evenly spread elements only: a factor shared by
+  // enough elements to matter shows up there, and the mask below still covers every element.
   const buckets = new Map<number, number>();
-  for (let i = 0; i < n; i++) {
+  const stride = Math.max(1, Math.floor(n / FACTOR_PROBE));
+  for (let i = 0; i < n; i += stride) {
     if (c[i] === 0 || x[i] === 0) continue;
     const key = Math.round((c[i]! / x[i]!) * 1e5);
     buckets.set(key, (buckets.get(key) ?? 0) + 1);

@@ -1,5 +1,6 @@
 import type { Fingerprint } from '../fingerprint/fingerprint';
 import type { Comparison } from './compare';
+import { minimumArborescence, type WeightedEdge } from './arborescence';
 import { preferredParent } from './parent';
 
 /**
@@ -55,16 +56,38 @@ export function familyTree(
     neighbours[b]!.push(a);
   }
   const root = topOfDeclaredChain(centre(neighbours, comparisons), declaredParents);
-  // Along any line of descent the weights move further from the base: each member takes the
-  // best-ranked parent among the members nearer the root than itself (no cycles by construction).
-  const fromRoot = members.map((_, i) => (i === root ? 0 : comparisons(i, root).relativeDistance));
-  const parents = members.map((_, child) => {
-    if (child === root) return -1;
-    return declaredParents.get(child) ?? rank[child]!.order.find((candidate) => fromRoot[candidate]! < fromRoot[child]!) ?? root;
-  });
-  breakCycles(parents, root, declaredParents);
+  const parents = hang(root, rank, comparisons, declaredParents);
   const confidence = parents.map((parent, child) => (parent < 0 || declaredParents.has(child) ? 1 : rank[child]!.share[parent]!));
   return { root, parents, confidence };
+}
+
+/**
+ * Along a line of descent the weights move further from the base, so a parent farther from the
+ * root than its child costs ROOTWARD_PENALTY ranks on top of its rank in the child's list.
+ * Declared parents cost nothing and are the only parents their children may take. The cheapest
+ * arborescence from the root (Chu–Liu/Edmonds) picks every member's parent at once.
+ */
+const ROOTWARD_PENALTY = 3;
+
+function hang(
+  root: number,
+  rank: readonly { position: readonly number[] }[],
+  comparisons: (a: number, b: number) => Comparison,
+  declaredParents: ReadonlyMap<number, number>,
+): number[] {
+  const n = rank.length;
+  const fromRoot = rank.map((_, i) => (i === root ? 0 : comparisons(i, root).relativeDistance));
+  const edges: WeightedEdge[] = [];
+  for (let child = 0; child < n; child++) {
+    if (child === root) continue;
+    const declared = declaredParents.get(child);
+    for (let parent = 0; parent < n; parent++) {
+      if (parent === child || (declared !== undefined && parent !== declared)) continue;
+      const weight = declared !== undefined ? 0 : rank[child]!.position[parent]! + (fromRoot[parent]! < fromRoot[child]! ? 0 : ROOTWARD_PENALTY);
+      edges.push({ from: parent, to: child, weight });
+    }
+  }
+  return minimumArborescence(n, edges, root).map((edge) => (edge < 0 ? -1 : edges[edge]!.from));
 }
 
 function topOfDeclaredChain(member: number, declaredParents: ReadonlyMap<number, number>): number {
@@ -76,23 +99,6 @@ function topOfDeclaredChain(member: number, declaredParents: ReadonlyMap<number,
   return member;
 }
 
-/** Declared links can contradict the distance order; a cycle loses its inferred link to the root. */
-function breakCycles(parents: number[], root: number, declaredParents: ReadonlyMap<number, number>): void {
-  for (let start = 0; start < parents.length; start++) {
-    const path: number[] = [];
-    const onPath = new Set<number>();
-    for (let node = start; node >= 0 && node !== root && !onPath.has(node); node = parents[node]!) {
-      path.push(node);
-      onPath.add(node);
-    }
-    if (path.length === 0) continue;
-    const last = parents[path[path.length - 1]!]!;
-    if (!onPath.has(last)) continue;
-    const cycle = path.slice(path.indexOf(last));
-    const inferred = cycle.find((node) => !declaredParents.has(node)) ?? cycle[0]!;
-    parents[inferred] = root;
-  }
-}
 
 /** Positions (0 = most plausible parent) and win shares of every other member, for one child. */
 function rankOthers(members: readonly Fingerprint[], child: number, comparisons: (a: number, b: number) => Comparison) {
