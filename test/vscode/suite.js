@@ -429,4 +429,29 @@ test('Find Parent ranks the workspace checkpoints and puts the parent first', as
   await closeEditors();
 });
 
+test('Compare Checkpoints asks for the second checkpoint and shows the per-layer comparison', async () => {
+  const { child } = demoEdge('fp16');
+  const uri = workspaceUri(...child.split('/'));
+  // The pick lists the client's copy of the graph: wait until the server has indexed the workspace.
+  const probe = await vscode.workspace.openTextDocument({ language: 'python', content: `x = "${uri.fsPath}"\n` });
+  await checkpointHover(probe.uri, positionOf(probe, path.basename(child)), (markdown) => markdown.includes('copy of'));
+  await runAcceptingPicks('neuralLineage.compareCheckpoints', uri, 1);
+  const report = await reportDocument(uri);
+  assert.match(report.getText(), / vs /);
+  assert.match(report.getText(), /related|unrelated/);
+  await closeEditors();
+});
+
+test('Select Compute Device writes the chosen device to the settings', async () => {
+  const configuration = () => vscode.workspace.getConfiguration('neuralLineage');
+  assert.equal(configuration().get('device'), 'auto');
+  const pending = vscode.commands.executeCommand('neuralLineage.selectDevice');
+  await settle(1500);
+  await vscode.commands.executeCommand('workbench.action.quickOpenSelectNext');
+  await vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+  await withTimeout(Promise.resolve(pending), 30_000, 'neuralLineage.selectDevice');
+  await waitFor('the device setting to change', () => configuration().get('device') === 'gpu');
+  await configuration().update('device', undefined, vscode.ConfigurationTarget.Global);
+});
+
 exports.helpers = { test, waitFor, settle, hoverText, checkpointHover, openAt, positionOf, expectedReport, assertReport, reportDocument, screenshot, workspaceUri, closeEditors, log };
