@@ -2,7 +2,8 @@ import * as vscode from 'vscode';
 import type { LanguageClient } from 'vscode-languageclient/node';
 import { FindParentRequest, LineageRequest, RescanRequest, type GraphEdge } from '../../server/src/protocol';
 import type { LineageModel } from './lineageModel';
-import { formatBytes, nodeName, percent } from './presentation';
+import { formatBytes } from '../../server/src/engine/units';
+import { nodeName, percent } from './presentation';
 import { showComparison, showInspectReport } from './reports';
 
 type CheckpointPick = vscode.QuickPickItem & { uri: string };

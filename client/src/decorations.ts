@@ -1,6 +1,7 @@
 import * as vscode from 'vscode';
 import type { LineageModel } from './lineageModel';
-import { nodeName, percent, RELATION_BADGE, RELATION_LABEL } from './presentation';
+import { RELATION_WORDS } from '../../server/src/engine/lineage/derived';
+import { nodeName, percent, RELATION_BADGE } from './presentation';
 
 /** Explorer badges on checkpoints with a known parent (and on unreadable ones), with a tooltip naming it. */
 export class LineageDecorations implements vscode.FileDecorationProvider, vscode.Disposable {
@@ -19,7 +20,7 @@ export class LineageDecorations implements vscode.FileDecorationProvider, vscode
     const edge = this.model.parentEdge(uri);
     if (!edge) return undefined;
     const parent = nodeName(this.model.graph.nodes.find((candidate) => candidate.uri === edge.parent), edge.parent);
-    return { badge: RELATION_BADGE[edge.relation], tooltip: `${RELATION_LABEL[edge.relation]} ${parent} (${percent(edge.confidence)})` };
+    return { badge: RELATION_BADGE[edge.relation], tooltip: `${RELATION_WORDS[edge.relation]} ${parent} (${percent(edge.confidence)})` };
   }
 
   dispose(): void {

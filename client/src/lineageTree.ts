@@ -1,7 +1,9 @@
 import * as vscode from 'vscode';
 import type { GraphEdge, GraphNode } from '../../server/src/protocol';
 import type { LineageModel } from './lineageModel';
-import { formatBytes, nodeName, percent, RELATION_LABEL } from './presentation';
+import { RELATION_WORDS } from '../../server/src/engine/lineage/derived';
+import { formatBytes } from '../../server/src/engine/units';
+import { nodeName, percent } from './presentation';
 
 /** Items of the "Model Lineage" view: families, then each family's roots and their descendants. */
 export type LineageItem = { kind: 'family'; index: number; roots: string[] } | { kind: 'checkpoint'; uri: string; edge?: GraphEdge } | { kind: 'unreadable'; uri: string };
@@ -55,7 +57,7 @@ export class LineageTreeProvider implements vscode.TreeDataProvider<LineageItem>
     const parts = [info?.format, info ? formatBytes(info.sizeBytes) : undefined];
     if (item.edge) parts.unshift(`${item.edge.relation} ${percent(item.edge.confidence)}`);
     tree.description = parts.filter(Boolean).join(' · ');
-    tree.tooltip = item.edge ? `${RELATION_LABEL[item.edge.relation]} its parent (${percent(item.edge.confidence)})\n${item.edge.evidence}` : 'root: no parent among the workspace checkpoints';
+    tree.tooltip = item.edge ? `${RELATION_WORDS[item.edge.relation]} its parent (${percent(item.edge.confidence)})\n${item.edge.evidence}` : 'root: no parent among the workspace checkpoints';
     tree.iconPath = new vscode.ThemeIcon(item.edge ? 'symbol-file' : 'package');
     return tree;
   }

@@ -1,19 +1,8 @@
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { IndexConflict, IndexSnapshot } from './engine/lineage/workspaceIndex';
+import { RELATION_WORDS } from './engine/lineage/derived';
 import type { LineageEdge } from './engine/lineage/scan';
-
-/** Words users read for each relation. */
-export const RELATION_WORDS: Readonly<Record<string, string>> = {
-  finetune: 'fine-tuned from',
-  adapter: 'adapter on',
-  quantized: 'quantized copy of',
-  fp16: '16-bit copy of',
-  pruned: 'pruned copy of',
-  converted: 'same weights as',
-  merged: 'merged from',
-  unknown: 'derived from',
-};
 
 /** The chain of edges from a checkpoint's parent up to its root. */
 export function ancestorEdges(snapshot: IndexSnapshot, file: string): LineageEdge[] {
@@ -53,7 +42,7 @@ export function lineageMarkdown(snapshot: IndexSnapshot, file: string, label: (f
   const parent = ancestors[0];
   const uri = pathToFileURL(file).toString();
   if (parent) {
-    lines.push(`**${RELATION_WORDS[parent.relation] ?? parent.relation}** \`${label(parent.parent)}\` — confidence ${(parent.confidence * 100).toFixed(0)}%`);
+    lines.push(`**${RELATION_WORDS[parent.relation]}** \`${label(parent.parent)}\` — confidence ${(parent.confidence * 100).toFixed(0)}%`);
     lines.push('', `_${parent.evidence}_`);
     if (ancestors.length > 1) lines.push('', `ancestors: ${ancestors.slice(1).map((edge) => `\`${label(edge.parent)}\``).join(' ← ')}`);
   } else if (snapshot.checkpoints.some((checkpoint) => checkpoint.path === file && !checkpoint.error)) {

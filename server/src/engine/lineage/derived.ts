@@ -5,6 +5,18 @@ import { tensorsByName } from './exactEvidence';
 /** Kinds of edge in a lineage graph. */
 export type Relation = 'finetune' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
 
+/** How each relation reads before the parent's name ("fine-tuned from base.pt"). */
+export const RELATION_WORDS: Readonly<Record<Relation, string>> = {
+  finetune: 'fine-tuned from',
+  adapter: 'adapter on',
+  quantized: 'quantized copy of',
+  fp16: '16-bit copy of',
+  pruned: 'pruned copy of',
+  converted: 'same weights as',
+  merged: 'merged from',
+  unknown: 'derived from',
+};
+
 /** A copy derived from another checkpoint without training: a leaf, never a parent of its source. */
 export interface DerivedCopy {
   readonly relation: Extract<Relation, 'converted' | 'fp16' | 'pruned'>;
