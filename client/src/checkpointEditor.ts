@@ -4,7 +4,6 @@
  * The page lives in client/src/webview/checkpoint.ts; everything it shows comes from a data
  * source (the language server), never from reading the file here.
  */
-import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
 import type { CompareResult, FileLineage, InspectResult } from '../../server/src/protocol';
 import {
@@ -13,6 +12,7 @@ import {
   type CheckpointLineage,
   type CheckpointWebviewMessage,
 } from './webview/checkpointMessages';
+import { webviewOptions, webviewPage } from './webviewPage';
 
 /** Where the viewer gets its answers; the extension implements it with LSP requests. */
 export interface CheckpointDataSource {
@@ -52,33 +52,9 @@ export class CheckpointEditorProvider implements vscode.CustomReadonlyEditorProv
 
   resolveCustomEditor(document: CheckpointDocument, panel: vscode.WebviewPanel): void {
     const webview = panel.webview;
-    webview.options = {
-      enableScripts: true,
-      localResourceRoots: [vscode.Uri.joinPath(this.extensionUri, 'dist', 'webview'), vscode.Uri.joinPath(this.extensionUri, 'media')],
-    };
-    webview.html = this.html(webview);
+    webview.options = webviewOptions(this.extensionUri);
+    webview.html = webviewPage(webview, this.extensionUri, { name: 'checkpoint', title: 'Checkpoint', body: '<main id="app"></main>' });
     new CheckpointView(document.uri, panel, this.dataSource);
-  }
-
-  private html(webview: vscode.Webview): string {
-    const nonce = randomBytes(18).toString('base64');
-    const script = webview.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'dist', 'webview', 'checkpoint.js'));
-    const style = webview.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'media', 'checkpoint.css'));
-    const csp = `default-src 'none'; style-src ${webview.cspSource}; script-src 'nonce-${nonce}';`;
-    return `<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="UTF-8">
-  <meta http-equiv="Content-Security-Policy" content="${csp}">
-  <meta name="viewport" content="width=device-width, initial-scale=1.0">
-  <link rel="stylesheet" href="${style.toString()}">
-  <title>Checkpoint</title>
-</head>
-<body>
-  <main id="app"></main>
-  <script nonce="${nonce}" src="${script.toString()}"></script>
-</body>
-</html>`;
   }
 }
 

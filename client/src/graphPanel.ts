@@ -4,23 +4,16 @@
  * brings it back after VS Code restarts (the webview restores its own zoom, filter and focus
  * from its saved state).
  */
-import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
 import type { LineageGraph } from '../../server/src/protocol';
 import { isWebviewToHostMessage, type HostToWebviewMessage, type WebviewToHostMessage } from './webview/graphMessages';
+import { webviewOptions, webviewPage } from './webviewPage';
 
 export const GRAPH_VIEW_TYPE = 'neuralLineage.graph';
 const TITLE = 'Model Lineage';
 
 /** Where the graph comes from, asked whenever the webview (re)loads without one. */
 export type GraphSource = () => Promise<LineageGraph>;
-
-function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions {
-  return {
-    enableScripts: true,
-    localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist', 'webview'), vscode.Uri.joinPath(extensionUri, 'media')],
-  };
-}
 
 export class GraphPanel implements vscode.Disposable {
   private static current: GraphPanel | undefined;
@@ -74,7 +67,7 @@ export class GraphPanel implements vscode.Disposable {
         if (isWebviewToHostMessage(message)) void this.onMessage(message);
       }),
     );
-    panel.webview.html = this.html();
+    panel.webview.html = webviewPage(panel.webview, extensionUri, { name: 'graph', title: TITLE });
   }
 
   /** Sends a new graph; `focus` (a checkpoint URI) highlights its lineage. */
@@ -167,27 +160,6 @@ export class GraphPanel implements vscode.Disposable {
     }
     const open = await vscode.window.showInformationMessage(`Lineage graph exported to ${vscode.workspace.asRelativePath(target)}.`, 'Open');
     if (open) await vscode.commands.executeCommand('vscode.open', target);
-  }
-
-  private html(): string {
-    const webview = this.panel.webview;
-    const nonce = randomBytes(16).toString('base64');
-    const script = webview.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'dist', 'webview', 'graph.js'));
-    const style = webview.asWebviewUri(vscode.Uri.joinPath(this.extensionUri, 'media', 'graph.css'));
-    const csp = `default-src 'none'; img-src ${webview.cspSource} data:; style-src ${webview.cspSource}; script-src 'nonce-${nonce}';`;
-    return `<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="UTF-8">
-  <meta http-equiv="Content-Security-Policy" content="${csp}">
-  <meta name="viewport" content="width=device-width, initial-scale=1.0">
-  <link rel="stylesheet" href="${style.toString()}">
-  <title>${TITLE}</title>
-</head>
-<body>
-  <script nonce="${nonce}" src="${script.toString()}"></script>
-</body>
-</html>`;
   }
 }
 
