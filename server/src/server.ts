@@ -76,8 +76,8 @@ connection.onInitialized(async () => {
     });
   }
   await refreshSettings();
-  void reindex(false);
-  void logComputeDevices();
+  // Loading TensorFlow.js to report it waits until the first indexing is done.
+  void reindex(false).then(logComputeDevices);
 });
 
 /** Says in the output channel which compute backends the device setting selects here. */
@@ -151,18 +151,21 @@ async function reindex(force: boolean): Promise<void> {
 
 const DECLARATION_FILES = new Set(['config.json', 'adapter_config.json', 'README.md', 'trainer_state.json']);
 
+/**
+ * Checkpoints changed on disk are re-read alone. Declarations are re-read after any change:
+ * they depend on the declaring files and on the checkpoints' own metadata alike.
+ */
 connection.onDidChangeWatchedFiles(async ({ changes }) => {
   if (!index) return;
-  let declarations = false;
   for (const change of changes) {
     if (!change.uri.startsWith('file:')) continue;
     const file = fileURLToPath(change.uri);
     reports.delete(file);
-    if (DECLARATION_FILES.has(path.basename(file))) declarations = true;
-    else if (change.type === FileChangeType.Deleted) index.remove(file);
+    if (DECLARATION_FILES.has(path.basename(file))) continue;
+    if (change.type === FileChangeType.Deleted) index.remove(file);
     else await index.update(file).catch((error) => connection.console.warn(describeError(error)));
   }
-  if (declarations || changes.length > 0) await index.refreshDeclarations().catch((error) => connection.console.warn(describeError(error)));
+  await index.refreshDeclarations().catch((error) => connection.console.warn(describeError(error)));
   graphChanged();
 });
 

@@ -10,6 +10,7 @@ import type { DType } from '../../server/src/engine/formats/dtype';
 import { npyReader, npzReader } from '../../server/src/engine/formats/numpy';
 import type { Tensor } from '../../server/src/engine/formats/tensor';
 import { fixturePath, makeTempDir } from '../helpers';
+import { tensorNamed, usingCheckpoint } from './checkpointTesting';
 
 /** What make_numpy_fixtures.py recorded from numpy itself. */
 interface ExpectedArray {
@@ -49,13 +50,8 @@ function readerFor(file: string): FormatReader {
   return file.endsWith('.npz') ? npzReader : npyReader;
 }
 
-async function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
-  const checkpoint = await readerFor(file).open(file);
-  try {
-    return await use(checkpoint);
-  } finally {
-    await checkpoint.close();
-  }
+function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
+  return usingCheckpoint(readerFor(file).open(file), use);
 }
 
 async function assertRefused(file: string, problem: RegExp, named = file): Promise<void> {
@@ -66,12 +62,6 @@ async function assertRefused(file: string, problem: RegExp, named = file): Promi
     assert.match(error.problem, problem);
     return true;
   });
-}
-
-function tensorNamed(checkpoint: Checkpoint, name: string): Tensor {
-  const tensor = checkpoint.tensors.find((candidate) => candidate.name === name);
-  assert.ok(tensor, `tensor ${name} is listed`);
-  return tensor;
 }
 
 async function readAll(file: string, name: string): Promise<number[]> {

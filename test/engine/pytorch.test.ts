@@ -9,6 +9,7 @@ import { unpickleSource } from '../../server/src/engine/formats/pickle';
 import { pytorchReader } from '../../server/src/engine/formats/pytorch';
 import type { Tensor } from '../../server/src/engine/formats/tensor';
 import { fixturePath, makeTempDir } from '../helpers';
+import { tensorNamed, usingCheckpoint } from './checkpointTesting';
 
 interface ExpectedTensor {
   readonly name: string;
@@ -46,19 +47,8 @@ function fixture(name: string): Buffer {
   return readFileSync(path.join(FIXTURES, name));
 }
 
-async function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
-  const checkpoint = await pytorchReader.open(file);
-  try {
-    return await use(checkpoint);
-  } finally {
-    await checkpoint.close();
-  }
-}
-
-function tensorNamed(checkpoint: Checkpoint, name: string): Tensor {
-  const tensor = checkpoint.tensors.find((candidate) => candidate.name === name);
-  assert.ok(tensor, `tensor ${name} is listed`);
-  return tensor;
+function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
+  return usingCheckpoint(pytorchReader.open(file), use);
 }
 
 async function readAll(tensor: Tensor, chunkElements = 7): Promise<number[]> {

@@ -5,8 +5,8 @@ import { after, before, describe, test } from 'node:test';
 import { CancelledError, CheckpointError } from '../../server/src/engine/errors';
 import type { Checkpoint } from '../../server/src/engine/formats/checkpoint';
 import { safetensorsReader } from '../../server/src/engine/formats/safetensors';
-import type { Tensor } from '../../server/src/engine/formats/tensor';
 import { makeTempDir } from '../helpers';
+import { tensorNamed, usingCheckpoint } from './checkpointTesting';
 import {
   bytes,
   encodeRaw,
@@ -39,19 +39,8 @@ function writeTemp(contents: Buffer, name = `file${++fileCounter}.safetensors`):
   return file;
 }
 
-async function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
-  const checkpoint = await safetensorsReader.open(file);
-  try {
-    return await use(checkpoint);
-  } finally {
-    await checkpoint.close();
-  }
-}
-
-function tensorNamed(checkpoint: Checkpoint, name: string): Tensor {
-  const tensor = checkpoint.tensors.find((candidate) => candidate.name === name);
-  assert.ok(tensor, `tensor ${name} is listed`);
-  return tensor;
+function withCheckpoint<T>(file: string, use: (checkpoint: Checkpoint) => Promise<T>): Promise<T> {
+  return usingCheckpoint(safetensorsReader.open(file), use);
 }
 
 /** Opening `file` fails with a CheckpointError that names `named` (default: the file) and matches `problem`. */
