@@ -1,6 +1,8 @@
 import type { Tensor } from './tensor';
 
-export type FormatName = 'safetensors' | 'pytorch-zip' | 'pytorch-tar' | 'pytorch-pickle' | 'npy' | 'npz';
+export type FormatName =
+  | 'safetensors' | 'pytorch-zip' | 'pytorch-tar' | 'pytorch-pickle' | 'npy' | 'npz'
+  | 'onnx' | 'keras-h5' | 'keras' | 'tfjs' | 'gguf' | 'tflite';
 
 /** A checkpoint opened by a format reader: its index and metadata, with tensor values left on disk. */
 export interface Checkpoint {

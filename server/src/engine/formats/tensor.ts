@@ -10,6 +10,19 @@ export interface TensorInfo {
   readonly elementCount: number;
   /** Bytes its values occupy when stored densely (elementCount × element width). */
   readonly byteSize: number;
+  /**
+   * Set when the stored values are integer codes or blocks that the reader dequantizes
+   * (GGUF Q4_K, TFLite int8 with a scale, TF.js uint8 with scale and min): `read` then
+   * returns the dequantized values and `dtype` is the type they are delivered in.
+   */
+  readonly quantization?: Quantization;
+}
+
+export interface Quantization {
+  /** The stored scheme as the format names it, e.g. "Q4_K", "int8 affine", "uint8 scale/min". */
+  readonly scheme: string;
+  /** Bits per stored value (4.5 for Q4_0 including its scales), for display. */
+  readonly bitsPerValue: number;
 }
 
 export interface ChunkOptions {
