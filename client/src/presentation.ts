@@ -4,6 +4,7 @@ import type { GraphNode, Relation } from '../../server/src/protocol';
 /** One- or two-letter explorer badges (VS Code allows at most two characters). */
 export const RELATION_BADGE: Readonly<Record<Relation, string>> = {
   finetune: 'FT',
+  run: 'R',
   adapter: 'AD',
   quantized: 'Q',
   fp16: '16',

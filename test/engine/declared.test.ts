@@ -365,7 +365,7 @@ describe('checkpoints of one run', () => {
       `${model(300)} <- ${model(200)}`,
       `${p('run', 'model.safetensors')} <- ${model(1000)}`,
     ]);
-    assert.ok(links.every((link) => link.relation === 'finetune' && link.strength === 'strong'));
+    assert.ok(links.every((link) => link.relation === 'run' && link.strength === 'strong'));
     assert.deepEqual(links.map((link) => link.source), [
       `${p('run', 'checkpoint-1000', 'trainer_state.json')} global_step`,
       `${p('run', 'checkpoint-200', 'trainer_state.json')} global_step`,

@@ -212,6 +212,7 @@ function formatName(format: string | undefined): string {
 
 const RELATIONS: Record<string, { label: string; phrase: string }> = {
   finetune: { label: 'fine-tuned', phrase: 'Fine-tuned from this checkpoint' },
+  run: { label: 'same run', phrase: 'A later checkpoint of the training run this one belongs to' },
   adapter: { label: 'adapter', phrase: 'An adapter trained on this checkpoint' },
   quantized: { label: 'quantized', phrase: 'A quantized copy of this checkpoint' },
   fp16: { label: 'half precision', phrase: 'A 16-bit float copy of this checkpoint' },

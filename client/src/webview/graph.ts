@@ -99,6 +99,7 @@ const DRAG_THRESHOLD = 4;
 
 const RELATION_NAMES: Record<GraphRelation, string> = {
   finetune: 'Fine-tuned',
+  run: 'Same training run',
   adapter: 'Adapter (LoRA)',
   quantized: 'Quantized copy',
   fp16: 'Half-precision copy',

@@ -13,7 +13,7 @@ export type WebviewGraphConflict = GraphConflict;
 export type WebviewGraph = LineageGraph;
 
 /** Every relation, in the legend's order. */
-export const GRAPH_RELATIONS: readonly GraphRelation[] = ['finetune', 'adapter', 'quantized', 'fp16', 'pruned', 'converted', 'merged', 'unknown'];
+export const GRAPH_RELATIONS: readonly GraphRelation[] = ['finetune', 'run', 'adapter', 'quantized', 'fp16', 'pruned', 'converted', 'merged', 'unknown'];
 
 // ---- Host → webview --------------------------------------------------------------------------
 

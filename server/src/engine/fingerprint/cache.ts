@@ -63,6 +63,7 @@ export function serialise(fingerprint: Fingerprint): string {
     ...tensor,
     sketch: Buffer.from(tensor.sketch.buffer, tensor.sketch.byteOffset, tensor.sketch.byteLength).toString('base64'),
     sample: Buffer.from(tensor.sample.buffer, tensor.sample.byteOffset, tensor.sample.byteLength).toString('base64'),
+    rowSketch: Buffer.from(tensor.rowSketch.buffer, tensor.rowSketch.byteOffset, tensor.rowSketch.byteLength).toString('base64'),
   }));
   return JSON.stringify({ ...fingerprint, tensors }, (_key, value: unknown) =>
     typeof value === 'number' && !Number.isFinite(value) ? { [NON_FINITE]: String(value) } : value,
@@ -80,6 +81,7 @@ export function deserialise(text: string): Fingerprint {
     ...tensor,
     sketch: new Float64Array(toArrayBuffer(Buffer.from(tensor.sketch, 'base64'))),
     sample: new Float32Array(toArrayBuffer(Buffer.from(tensor.sample, 'base64'))),
+    rowSketch: new Float32Array(toArrayBuffer(Buffer.from(tensor.rowSketch, 'base64'))),
   }));
   return { ...parsed, tensors };
 }

@@ -5,15 +5,19 @@ import type { FormatName } from '../formats/checkpoint';
 import { isDecodable, undecodableReason, type DType } from '../formats/dtype';
 import { openCheckpoint } from '../formats/index';
 import type { Tensor } from '../formats/tensor';
-import { mix32, SAMPLE_SEED, SKETCH_SEED } from './elementHash';
+import { CONTENT_SEEDS, mix32, ROW_PROJECTION_SEED, ROW_SAMPLE_SEED, SAMPLE_SEED, SKETCH_SEED } from './elementHash';
 import { normalisedNames } from './tensorNames';
 
 /** Bumped whenever the fingerprint's content or meaning changes; cached ones of other versions are recomputed. */
-export const FINGERPRINT_VERSION = 1;
+export const FINGERPRINT_VERSION = 2;
 /** Count-sketch buckets per tensor; tensors this small or smaller are kept exactly instead. */
 export const SKETCH_BUCKETS = 256;
 /** Values sampled per tensor; tensors this small or smaller are kept whole. */
 export const SAMPLES_PER_TENSOR = 16384;
+/** Rows of a matrix kept in its row sketch. */
+export const ROW_SKETCH_ROWS = 64;
+/** Random ±1 column projections per kept row: differences of rank below this show their rank. */
+export const ROW_SKETCH_PROJECTIONS = 16;
 
 /**
  * A compact summary of one tensor computed in one streaming pass. The sketch and the sample
@@ -43,6 +47,21 @@ export interface TensorFingerprint {
   readonly sampleRate: number;
   /** The sampled values, in element order; positions follow from mix32(index, SAMPLE_SEED). */
   readonly sample: Float32Array;
+  /**
+   * Hash of the multiset of values (as float32), blind to their order: equal for the same
+   * weights in any layout (transposed kernels, HWIO against OIHW), so conversions between
+   * frameworks are found by content rather than by name.
+   */
+  readonly contentHash: string;
+  /**
+   * For matrices (first dimension × the rest): up to ROW_SKETCH_ROWS rows, chosen by row index
+   * alone, each projected on ROW_SKETCH_PROJECTIONS random ±1 columns; kept rows × projections,
+   * row-major. Linear, so sketch(a) − sketch(b) has the rank of a − b (up to the projections):
+   * a merged low-rank adapter shows as a low-rank difference. Empty for vectors.
+   */
+  readonly rowSketch: Float32Array;
+  /** The stored quantization scheme when the values are dequantized codes (e.g. "Q4_K"). */
+  readonly quantization?: string;
 }
 
 export interface Fingerprint {
@@ -138,9 +157,13 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
   let m2 = 0;
   let m3 = 0;
   let m4 = 0;
+  const content = new ContentHash();
+  const rows = new RowSketch(tensor.shape);
   for await (const chunk of tensor.chunks({ signal })) {
     const single = Float32Array.from(chunk);
     hash.update(new Uint8Array(single.buffer));
+    content.add(single);
+    rows.add(single, index);
     if (Number.isNaN(shift)) shift = chunk[0] ?? 0;
     const end = index + chunk.length;
     if (!positions) {
@@ -187,7 +210,101 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
     sketch,
     sampleRate,
     sample,
+    contentHash: content.digest(),
+    rowSketch: rows.values,
+    ...(tensor.quantization ? { quantization: tensor.quantization.scheme } : {}),
   };
+}
+
+/** Two 32-bit sums of hashed float32 bit patterns: a multiset hash, so the order of values does not matter. */
+class ContentHash {
+  private readonly sums = new Uint32Array(2);
+
+  add(values: Float32Array): void {
+    const bitsOf = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    let first = this.sums[0]!;
+    let second = this.sums[1]!;
+    for (let i = 0; i < bitsOf.length; i++) {
+      let bits = bitsOf[i]!;
+      // -0 and +0 are the same weight; every NaN is the same missing value.
+      if ((bits & 0x7fffffff) === 0) bits = 0;
+      else if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x007fffff) !== 0) bits = 0x7fc00000;
+      first = (first + mix32(bits, CONTENT_SEEDS[0])) >>> 0;
+      second = (second + mix32(bits, CONTENT_SEEDS[1])) >>> 0;
+    }
+    this.sums[0] = first;
+    this.sums[1] = second;
+  }
+
+  digest(): string {
+    return this.sums[0]!.toString(16).padStart(8, '0') + this.sums[1]!.toString(16).padStart(8, '0');
+  }
+}
+
+/** Kept row indices (sorted) by row count: files with matrices of one height keep the same rows. */
+const keptRowsByCount = new Map<number, Int32Array>();
+
+/** The kept rows of a matrix, each projected on random ±1 columns, accumulated as values stream past. */
+class RowSketch {
+  private readonly columns: number;
+  /** Slot of each kept row in `values`, -1 for rows not kept. */
+  private readonly slotOfRow: Int32Array | undefined;
+  private readonly sums: Float64Array;
+
+  constructor(shape: readonly number[]) {
+    const rows = shape[0] ?? 0;
+    this.columns = shape.slice(1).reduce((product, dimension) => product * dimension, 1);
+    if (shape.length < 2 || rows < 2 || this.columns < 2) {
+      this.sums = new Float64Array(0);
+      return;
+    }
+    const kept = keptRows(rows);
+    this.slotOfRow = new Int32Array(rows).fill(-1);
+    kept.forEach((row, slot) => (this.slotOfRow![row] = slot));
+    this.sums = new Float64Array(kept.length * ROW_SKETCH_PROJECTIONS);
+  }
+
+  get values(): Float32Array {
+    return Float32Array.from(this.sums);
+  }
+
+  /** Adds a chunk whose first value is element `start` of the tensor in row-major order. */
+  add(chunk: Float32Array, start: number): void {
+    if (!this.slotOfRow) return;
+    const columns = this.columns;
+    let offset = 0;
+    while (offset < chunk.length) {
+      const element = start + offset;
+      const row = Math.floor(element / columns);
+      const firstColumn = element - row * columns;
+      const length = Math.min(columns - firstColumn, chunk.length - offset);
+      const slot = this.slotOfRow[row]!;
+      if (slot >= 0) {
+        const base = slot * ROW_SKETCH_PROJECTIONS;
+        for (let k = 0; k < length; k++) {
+          const value = chunk[offset + k]!;
+          const signs = mix32(firstColumn + k, ROW_PROJECTION_SEED);
+          for (let p = 0; p < ROW_SKETCH_PROJECTIONS; p++) this.sums[base + p]! += (signs >>> p) & 1 ? -value : value;
+        }
+      }
+      offset += length;
+    }
+  }
+}
+
+function keptRows(rows: number): Int32Array {
+  let kept = keptRowsByCount.get(rows);
+  if (!kept) {
+    if (rows <= ROW_SKETCH_ROWS) {
+      kept = Int32Array.from({ length: rows }, (_, row) => row);
+    } else {
+      const order = Array.from({ length: rows }, (_, row) => row).sort((a, b) => mix32(a, ROW_SAMPLE_SEED) - mix32(b, ROW_SAMPLE_SEED));
+      kept = Int32Array.from(order.slice(0, ROW_SKETCH_ROWS)).sort();
+    }
+    if (keptRowsByCount.size >= MAX_REMEMBERED_SIZES) keptRowsByCount.delete(keptRowsByCount.keys().next().value!);
+    keptRowsByCount.set(rows, kept);
+  }
+  return kept;
 }
 
 /** Sampled positions by tensor size: every file's tensors of one size share them. */

@@ -154,6 +154,6 @@ export function estimateSquaredDistance(a: TensorFingerprint, b: TensorFingerpri
   return (fromSample / sampleVariance + fromSketch / sketchVariance) / (1 / sampleVariance + 1 / sketchVariance);
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((size, i) => size === b[i]);
 }

@@ -820,7 +820,7 @@ function chain(members: readonly ChainMember[], strength: DeclaredLink['strength
     child: member.entry.relative,
     parent: members[i]!.entry.relative,
     parentName: members[i]!.entry.relative,
-    relation: 'finetune',
+    relation: 'run',
     source: member.source,
     strength,
   }));

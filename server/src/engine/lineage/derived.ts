@@ -1,13 +1,14 @@
-import type { Fingerprint } from '../fingerprint/fingerprint';
-import type { Comparison } from './compare';
+import type { Fingerprint, TensorFingerprint } from '../fingerprint/fingerprint';
+import { isWeight, weightCount, type Comparison } from './compare';
 import { tensorsByName } from './exactEvidence';
 
 /** Kinds of edge in a lineage graph. */
-export type Relation = 'finetune' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
+export type Relation = 'finetune' | 'run' | 'adapter' | 'quantized' | 'fp16' | 'pruned' | 'converted' | 'merged' | 'unknown';
 
 /** How each relation reads before the parent's name ("fine-tuned from base.pt"). */
 export const RELATION_WORDS: Readonly<Record<Relation, string>> = {
   finetune: 'fine-tuned from',
+  run: 'later checkpoint of the run of',
   adapter: 'adapter on',
   quantized: 'quantized copy of',
   fp16: '16-bit copy of',
@@ -19,7 +20,7 @@ export const RELATION_WORDS: Readonly<Record<Relation, string>> = {
 
 /** A copy derived from another checkpoint without training: a leaf, never a parent of its source. */
 export interface DerivedCopy {
-  readonly relation: Extract<Relation, 'converted' | 'fp16' | 'pruned'>;
+  readonly relation: Extract<Relation, 'converted' | 'fp16' | 'pruned' | 'quantized'>;
   /** True when `a` is the source and `b` the copy. */
   readonly aIsSource: boolean;
   readonly evidence: string;
@@ -40,6 +41,70 @@ export function derivedCopy(a: Fingerprint, b: Fingerprint, comparison: Comparis
   const half = halfPrecisionCopy(a, b, names) ?? invert(halfPrecisionCopy(b, a, names));
   if (half) return half;
   return prunedCopy(a, b, names) ?? invert(prunedCopy(b, a, names));
+}
+
+/**
+ * Share of weight values that must lie in tensors with an identical value multiset for two
+ * files to be one model in two layouts. Exporters may fold some layers (an ONNX export folds
+ * batch norm into the convolution before it), so not quite all.
+ */
+const CONVERTED_CONTENT = 0.9;
+
+/**
+ * The same weights under other names and layouts (a Keras kernel is the transpose of the
+ * PyTorch one; ONNX renames tensors): tensors are matched by their order-blind content hash.
+ * Tensors holding one repeated value (zero biases, unit norms) match anything and are left out.
+ */
+export function convertedCopy(a: Fingerprint, b: Fingerprint): DerivedCopy | undefined {
+  const informative = (fingerprint: Fingerprint) => fingerprint.tensors.filter((tensor) => isWeight(tensor) && tensor.variance > 0);
+  const remaining = new Map<string, number>();
+  for (const tensor of informative(b)) remaining.set(contentKey(tensor), (remaining.get(contentKey(tensor)) ?? 0) + 1);
+  let matched = 0;
+  for (const tensor of informative(a)) {
+    const key = contentKey(tensor);
+    const left = remaining.get(key) ?? 0;
+    if (left === 0) continue;
+    remaining.set(key, left - 1);
+    matched += tensor.count;
+  }
+  const smaller = Math.min(weightCount(a), weightCount(b));
+  const larger = Math.max(weightCount(a), weightCount(b));
+  if (smaller === 0 || matched < CONVERTED_CONTENT * smaller || matched < 0.5 * larger) return undefined;
+  const [source, copy] = FORMAT_PRECEDENCE.indexOf(a.format) <= FORMAT_PRECEDENCE.indexOf(b.format) ? [a, b] : [b, a];
+  return {
+    relation: 'converted',
+    aIsSource: source === a,
+    evidence: `the same values in ${(100 * matched / smaller).toFixed(0)}% of the weights (${copy.format} copy of a ${source.format} file)`,
+  };
+}
+
+function contentKey(tensor: TensorFingerprint): string {
+  return `${tensor.count}:${tensor.contentHash}`;
+}
+
+/**
+ * Which of two files holding the same weights is named the original: training frameworks
+ * write checkpoints first and exports come from them.
+ */
+const FORMAT_PRECEDENCE: readonly string[] = [
+  'pytorch-zip', 'safetensors', 'pytorch-tar', 'pytorch-pickle', 'npz', 'npy', 'keras', 'keras-h5', 'tfjs', 'onnx', 'tflite', 'gguf',
+];
+
+/** Most of a checkpoint's weights are stored as quantized codes (GGUF blocks, int8 with scales). */
+export function isQuantized(fingerprint: Fingerprint): boolean {
+  let quantized = 0;
+  for (const tensor of fingerprint.tensors) if (isWeight(tensor) && tensor.quantization) quantized += tensor.count;
+  return quantized > 0.5 * weightCount(fingerprint);
+}
+
+/** `copy`, stored quantized, is a copy of `source`, its nearest unquantized relative. */
+export function quantizedCopy(source: Fingerprint, copy: Fingerprint, comparison: Comparison): DerivedCopy {
+  const schemes = [...new Set(copy.tensors.flatMap((tensor) => (tensor.quantization ? [tensor.quantization] : [])))];
+  return {
+    relation: 'quantized',
+    aIsSource: true,
+    evidence: `${schemes.join(', ')} copy: relative difference ${comparison.relativeDistance.toPrecision(2)} from ${source.format} weights, the nearest unquantized relative`,
+  };
 }
 
 function invert(copy: DerivedCopy | undefined): DerivedCopy | undefined {

@@ -6,7 +6,10 @@ import type { FingerprintCache } from '../fingerprint/cache';
 import { isCheckpointPath } from '../formats/index';
 import { compareFingerprints, type Comparison } from './compare';
 import { conflicts, readDeclaredLineage, type DeclaredLink, type LineageConflict } from './declared';
-import { derivedCopy, type Relation } from './derived';
+import { adapterFit, adapterTargets, type AdapterTargets } from './adapters';
+import { convertedCopy, derivedCopy, isQuantized, quantizedCopy, type DerivedCopy, type Relation } from './derived';
+import { lowRankChange } from './lowRank';
+import { mergeOf } from './merge';
 import { familyTree } from './tree';
 
 /** `scan`'s answer; paths are relative to the scanned folder. The JSON schema is in the README. */
@@ -109,23 +112,39 @@ export function lineageOf(
     return comparison;
   };
 
-  // Derived copies (identical, 16-bit, pruned) are leaves hung on their source.
+  // Adapters hold only low-rank factors; they are attached to a base after the families are known.
+  const adapters = new Map<number, AdapterTargets>();
+  fingerprints.forEach((fingerprint, i) => {
+    const targets = adapterTargets(fingerprint);
+    if (targets) adapters.set(i, targets);
+  });
+  const models = fingerprints.map((_, i) => i).filter((i) => !adapters.has(i));
+
+  // Derived copies (converted, 16-bit, pruned, quantized) are leaves hung on their source.
   const edges: LineageEdge[] = [];
   const copyOf = new Map<number, number>();
-  for (let a = 0; a < n; a++) {
+  const addCopy = (source: number, derived: number, copy: DerivedCopy) => {
+    copyOf.set(derived, source);
+    edges.push({ parent: fingerprints[source]!.path, child: fingerprints[derived]!.path, relation: copy.relation, confidence: 1, evidence: copy.evidence });
+  };
+  const quantized = new Set(models.filter((i) => isQuantized(fingerprints[i]!)));
+  for (const [x, a] of models.entries()) {
     throwIfAborted(signal);
-    for (let b = a + 1; b < n; b++) {
-      if (copyOf.has(a) || copyOf.has(b)) continue;
-      const copy = derivedCopy(fingerprints[a]!, fingerprints[b]!, compare(a, b));
-      if (!copy) continue;
-      const [source, derived] = copy.aIsSource ? [a, b] : [b, a];
-      copyOf.set(derived, source);
-      edges.push({ parent: fingerprints[source]!.path, child: fingerprints[derived]!.path, relation: copy.relation, confidence: 1, evidence: copy.evidence });
+    for (const b of models.slice(x + 1)) {
+      if (copyOf.has(a) || copyOf.has(b) || quantized.has(a) || quantized.has(b)) continue;
+      const copy = derivedCopy(fingerprints[a]!, fingerprints[b]!, compare(a, b)) ?? convertedCopy(fingerprints[a]!, fingerprints[b]!);
+      if (copy) addCopy(copy.aIsSource ? a : b, copy.aIsSource ? b : a, copy);
     }
+  }
+  for (const copy of quantized) {
+    const sources = models
+      .filter((i) => !quantized.has(i) && !copyOf.has(i) && compare(copy, i).related)
+      .sort((x, y) => compare(copy, x).relativeDistance - compare(copy, y).relativeDistance);
+    if (sources.length > 0) addCopy(sources[0]!, copy, quantizedCopy(fingerprints[sources[0]!]!, fingerprints[copy]!, compare(sources[0]!, copy)));
   }
 
   // Families: connected components of relatedness among the originals.
-  const originals = fingerprints.map((_, i) => i).filter((i) => !copyOf.has(i));
+  const originals = models.filter((i) => !copyOf.has(i));
   const familyOf = new Map<number, number>(originals.map((i) => [i, i]));
   const find = (i: number): number => (familyOf.get(i) === i ? i : find(familyOf.get(i)!));
   for (let x = 0; x < originals.length; x++) {
@@ -139,8 +158,10 @@ export function lineageOf(
   for (const i of originals) groups.set(find(i), [...(groups.get(find(i)) ?? []), i]);
 
   const families: string[][] = [];
-  for (const members of groups.values()) {
+  const familyPaths = new Map<number, string[]>();
+  for (const group of groups.values()) {
     throwIfAborted(signal);
+    const members = withoutMerges(group, fingerprints, compare, edges);
     const position = new Map(members.map((member, i) => [member, i]));
     const declaredParents = new Map<number, number>();
     const declaredRelation = new Map<number, DeclaredLink>();
@@ -160,20 +181,30 @@ export function lineageOf(
       if (parent < 0) return;
       const comparison = compare(members[child]!, members[parent]!);
       const link = declaredParents.get(child) === parent ? declaredRelation.get(child) : undefined;
+      const lowRank = link ? undefined : lowRankChange(fingerprints[members[child]!]!, fingerprints[members[parent]!]!);
       edges.push({
         parent: fingerprints[members[parent]!]!.path,
         child: fingerprints[members[child]!]!.path,
-        relation: link?.relation ?? 'finetune',
+        relation: link?.relation ?? (lowRank ? 'adapter' : 'finetune'),
         confidence: round(tree.confidence[child]!),
-        evidence: (link ? `declared in ${link.source}; ` : '') + `relative weight distance ${comparison.relativeDistance.toPrecision(3)} over ${comparison.layers.length} shared layers` +
+        evidence: (link ? `declared in ${link.source}; ` : '') +
+          (lowRank ? `merged low-rank adapter: the ${lowRank.changedMatrices} changed matrices differ by rank ≤ ${lowRank.rank}; ` : '') +
+          `relative weight distance ${comparison.relativeDistance.toPrecision(3)} over ${comparison.layers.length} shared layers` +
           (comparison.reinitialised.length + comparison.reshaped.length > 0
             ? `; ${comparison.reinitialised.length + comparison.reshaped.length} replaced (${[...comparison.reshaped.map((r) => r.name), ...comparison.reinitialised].join(', ')})`
             : ''),
       });
     });
-    const paths = members.map((i) => fingerprints[i]!.path);
-    for (const [copy, source] of copyOf) if (members.includes(source)) paths.push(fingerprints[copy]!.path);
+    const paths = group.map((i) => fingerprints[i]!.path);
+    for (const [copy, source] of copyOf) if (group.includes(source)) paths.push(fingerprints[copy]!.path);
+    group.forEach((i) => familyPaths.set(i, paths));
     families.push(paths);
+  }
+  for (const [adapter, targets] of adapters) {
+    const attached = attachAdapter(adapter, targets, fingerprints, models, copyOf, declared, edges);
+    const paths = attached === undefined ? undefined : familyPaths.get(copyOf.get(attached) ?? attached);
+    if (paths) paths.push(fingerprints[adapter]!.path);
+    else families.push([fingerprints[adapter]!.path]);
   }
   const related = (a: string, b: string): boolean => {
     const x = indexOf.get(a);
@@ -181,6 +212,83 @@ export function lineageOf(
     return x !== undefined && y !== undefined && compare(x, y).related;
   };
   return { edges, families, related };
+}
+
+/**
+ * Takes out of a family the members that are merges of other members (each gets an edge from
+ * every parent) and returns the rest for the tree. A model and a merge of it can be rewritten
+ * as each other's combinations (A = 2M − B when M = (A + B)/2); the true merge is the one whose
+ * weights stay moderate, so combinations with Σ|w| above MAX_MERGE_WEIGHT_SUM are not merges.
+ * Merges are then refitted on the members that are not merges themselves, so a merge of a merge
+ * is not credited to a mixture of both.
+ */
+const MAX_MERGE_WEIGHT_SUM = 2.5;
+
+function withoutMerges(
+  group: readonly number[],
+  fingerprints: readonly Fingerprint[],
+  compare: (a: number, b: number) => Comparison,
+  edges: LineageEdge[],
+): number[] {
+  if (group.length < 3) return [...group];
+  const fitAmong = (child: number, pool: readonly number[]) => {
+    const others = pool.filter((other) => other !== child);
+    const nearestFirst = others.map((_, k) => k).sort((x, y) => compare(child, others[x]!).relativeDistance - compare(child, others[y]!).relativeDistance);
+    const fit = mergeOf(fingerprints[child]!, others.map((other) => fingerprints[other]!), nearestFirst);
+    if (!fit || fit.weights.reduce((sum, weight) => sum + Math.abs(weight), 0) > MAX_MERGE_WEIGHT_SUM) return undefined;
+    return { ...fit, parents: fit.parents.map((k) => others[k]!) };
+  };
+  const merges = group.filter((child) => fitAmong(child, group));
+  const plain = group.filter((member) => !merges.includes(member));
+  for (const child of merges) {
+    const fit = fitAmong(child, plain) ?? fitAmong(child, group)!;
+    const weights = fit.weights.map((weight) => weight.toFixed(3)).join(', ');
+    fit.parents.forEach((parent, j) => {
+      edges.push({
+        parent: fingerprints[parent]!.path,
+        child: fingerprints[child]!.path,
+        relation: 'merged',
+        confidence: 1,
+        evidence: `merge of ${fit.parents.length} checkpoints with weights ${weights} (this one ${fit.weights[j]!.toFixed(3)}): ` +
+          `relative residual ${fit.relativeResidual.toExponential(1)} against ${fit.singleResidual.toExponential(1)} for the best single parent`,
+      });
+    });
+  }
+  return plain;
+}
+
+/**
+ * Hangs an adapter on the base it fits: the declared base when it fits, else the fitting
+ * originals (copies of a base fit too, but an adapter is trained on the original) sharing
+ * the confidence. Returns the base's index.
+ */
+function attachAdapter(
+  adapter: number,
+  targets: AdapterTargets,
+  fingerprints: readonly Fingerprint[],
+  models: readonly number[],
+  copyOf: ReadonlyMap<number, number>,
+  declared: readonly DeclaredLink[],
+  edges: LineageEdge[],
+): number | undefined {
+  const fitting = models.filter((i) => adapterFit(targets, fingerprints[i]!) >= 1);
+  if (fitting.length === 0) return undefined;
+  const declaredBase = declared
+    .filter((link) => link.child === fingerprints[adapter]!.path && link.parent !== undefined)
+    .map((link) => fingerprints.findIndex((fingerprint) => fingerprint.path === link.parent))
+    .find((i) => fitting.includes(i));
+  const originals = fitting.filter((i) => !copyOf.has(i));
+  const chosen = declaredBase ?? originals[0] ?? fitting[0]!;
+  const sharing = declaredBase !== undefined ? 1 : Math.max(1, originals.length);
+  edges.push({
+    parent: fingerprints[chosen]!.path,
+    child: fingerprints[adapter]!.path,
+    relation: 'adapter',
+    confidence: round(1 / sharing),
+    evidence: `LoRA adapter of rank ${targets.rank} on ${targets.modules.size} modules` +
+      (declaredBase !== undefined ? ', base as declared' : sharing > 1 ? `; ${sharing} checkpoints have these modules and shapes, the weights cannot tell them apart` : ''),
+  });
+  return chosen;
 }
 
 function round(value: number): number {
