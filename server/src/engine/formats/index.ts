@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError } from '../errors';
 import { FileSource } from '../io/byteSource';
@@ -18,8 +19,29 @@ export function isCheckpointPath(file: string): boolean {
 
 const SNIFF_BYTES = 64;
 
-/** Opens any supported checkpoint, choosing the reader from the file name and first bytes. */
-export async function openCheckpoint(file: string): Promise<Checkpoint> {
+/**
+ * The file that holds a model folder's weights, in the order Hugging Face loaders prefer them:
+ * a model folder (config.json + weights) or a PEFT adapter folder (adapter_config.json +
+ * adapter weights) is one checkpoint, opened through this file.
+ */
+const FOLDER_WEIGHTS = [
+  'model.safetensors.index.json', 'model.safetensors', 'pytorch_model.bin.index.json', 'pytorch_model.bin',
+  'adapter_model.safetensors', 'adapter_model.bin', 'model.keras', 'tf_model.h5', 'model.weights.h5', 'model.onnx', 'model.json',
+];
+
+/** The weights file of a model folder, or the path itself when it is a file. */
+export async function checkpointFileOf(location: string): Promise<string> {
+  const stat = await fs.stat(location).catch(() => undefined);
+  if (!stat?.isDirectory()) return location;
+  const entries = new Set(await fs.readdir(location));
+  const weights = FOLDER_WEIGHTS.find((name) => entries.has(name)) ?? [...entries].sort().find((name) => /\.gguf$/i.test(name));
+  if (!weights) throw new CheckpointError(location, `a folder with no model weights in it (looked for ${FOLDER_WEIGHTS.join(', ')}, *.gguf)`);
+  return path.join(location, weights);
+}
+
+/** Opens any supported checkpoint, choosing the reader from the file name and first bytes; a model folder opens its weights. */
+export async function openCheckpoint(location: string): Promise<Checkpoint> {
+  const file = await checkpointFileOf(location);
   const source = await FileSource.open(file);
   let head: Buffer;
   try {
