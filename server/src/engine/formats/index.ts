@@ -3,16 +3,18 @@ import * as path from 'node:path';
 import { CheckpointError } from '../errors';
 import { FileSource } from '../io/byteSource';
 import type { Checkpoint, FormatReader } from './checkpoint';
+import { ggufReader } from './gguf';
 import { npyReader, npzReader } from './numpy';
 import { onnxReader } from './onnx';
 import { pytorchReader } from './pytorch';
 import { safetensorsReader } from './safetensors';
 
 /** Readers in the order they are asked; the first whose sniff accepts the file opens it. */
-const READERS: readonly FormatReader[] = [safetensorsReader, npzReader, npyReader, pytorchReader, onnxReader];
+/** GGUF comes before PyTorch, which claims any `.bin` file: old GGUF files are often named `.bin`. */
+const READERS: readonly FormatReader[] = [ggufReader, safetensorsReader, npzReader, npyReader, pytorchReader, onnxReader];
 
 /** File names the tool treats as checkpoints when it looks through a folder. */
-const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx)$|\.(safetensors|bin)\.index\.json$/i;
+const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx|gguf)$|\.(safetensors|bin)\.index\.json$/i;
 
 export function isCheckpointPath(file: string): boolean {
   return CHECKPOINT_NAME.test(path.basename(file));
@@ -52,6 +54,6 @@ export async function openCheckpoint(location: string): Promise<Checkpoint> {
   }
   if (head.length === 0) throw new CheckpointError(file, 'the file is empty');
   const reader = READERS.find((candidate) => candidate.sniff(file, head));
-  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX)');
+  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX, GGUF)');
   return reader.open(file);
 }
