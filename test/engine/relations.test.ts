@@ -8,6 +8,7 @@ import { lowRankChange, numericalRank } from '../../server/src/engine/lineage/lo
 import { scanFolder, type LineageEdge, type ScanResult } from '../../server/src/engine/lineage/scan';
 import { makeTempDir } from '../helpers';
 import { seededRandom } from './random';
+import { encodeGguf, GGML_TYPE, quantize, str, type QuantScheme } from './ggufWriter';
 import { encodeSafetensors } from './safetensorsWriter';
 import { finetune, mapWeights, modelWriter, randomModel, type Model, type ModelWriter } from './syntheticModels';
 
@@ -71,7 +72,7 @@ describe('row-sketch rank', () => {
 });
 
 describe('typed relations in a scan', () => {
-  test('merged LoRA, two-parent merge, task arithmetic, converted copy, adapter and a run are typed and directed', async () => {
+  test('merged LoRA, two-parent merge, task arithmetic, converted and quantized copies, adapter and a run are typed and directed', async () => {
     const folder = path.join(temp.dir, 'workspace');
     const base = randomModel(20);
     const a = finetune(base, 21);
@@ -94,6 +95,27 @@ describe('typed relations in a scan', () => {
     });
     mkdirSync(path.join(folder, 'export'), { recursive: true });
     writeFileSync(path.join(folder, 'export', 'weights.safetensors'), encodeSafetensors(exported));
+
+    // Quantized copies of a model of its own family (GGUF blocks need rows of 32 or 256 values):
+    // the same tensor names, matrices in blocks.
+    const blockable = randomModel(26, { 'fc1.weight': [64, 512], 'fc1.bias': [64], 'fc2.weight': [32, 256], 'fc2.bias': [32], 'head.weight': [10, 32], 'head.bias': [10] });
+    writeModel(blockable, { file: path.join(folder, 'other', 'model.safetensors') });
+    writeModel(finetune(blockable, 27), { file: path.join(folder, 'other-tuned', 'model.safetensors') });
+    const ggufOf = (scheme: QuantScheme) => encodeGguf({
+      metadata: [['general.architecture', str('mlp')], ['general.name', str('other')]],
+      tensors: [...blockable.layers].map(([name, layer]) => {
+        const blocked = layer.shape.length === 2 && layer.shape[1]! % 256 === 0;
+        return {
+          name,
+          type: blocked ? GGML_TYPE[scheme] : GGML_TYPE.F32,
+          dims: [...layer.shape].reverse(),
+          data: blocked ? quantize(scheme, layer.values).bytes : Buffer.from(layer.values.buffer),
+        };
+      }),
+    });
+    mkdirSync(path.join(folder, 'gguf'), { recursive: true });
+    writeFileSync(path.join(folder, 'gguf', 'other-q8_0.gguf'), ggufOf('Q8_0'));
+    writeFileSync(path.join(folder, 'gguf', 'other-q4_k.gguf'), ggufOf('Q4_K'));
 
     // A PEFT adapter declaring its base by a relative path.
     const random = seededRandom(25);
@@ -132,6 +154,9 @@ describe('typed relations in a scan', () => {
     const arithmetic = edgeTo(result, 'arithmetic/model.safetensors');
     assert.deepEqual(arithmetic.map((edge) => edge.parent).sort(), ['a/model.safetensors', 'b/model.safetensors', 'base/model.safetensors']);
     assert.ok(arithmetic.every((edge) => edge.relation === 'merged'));
+    assert.deepEqual([only('gguf/other-q8_0.gguf')].map((edge) => [edge.parent, edge.relation]), [['other/model.safetensors', 'quantized']]);
+    assert.deepEqual([only('gguf/other-q4_k.gguf')].map((edge) => [edge.parent, edge.relation]), [['other/model.safetensors', 'quantized']]);
+    assert.match(only('gguf/other-q4_k.gguf').evidence, /Q4_K/);
     const converted = result.edges.find((edge) => edge.relation === 'converted');
     assert.deepEqual(converted && [converted.parent, converted.child].sort(), ['a2/model.safetensors', 'export/weights.safetensors']);
     assert.deepEqual([only('adapter/adapter_model.safetensors')].map((edge) => [edge.parent, edge.relation]), [['b/model.safetensors', 'adapter']]);
@@ -143,9 +168,9 @@ describe('typed relations in a scan', () => {
     const linked = (x: string, y: string) => result.edges.some((edge) => edge.relation === 'finetune' && [edge.parent, edge.child].sort().join() === [x, y].sort().join());
     assert.ok(linked('a/model.safetensors', 'base/model.safetensors'));
     assert.ok(linked('b/model.safetensors', 'base/model.safetensors'));
-    const leaves = ['soup/model.safetensors', 'arithmetic/model.safetensors', 'lora-merged/model.safetensors', 'adapter/adapter_model.safetensors'];
+    const leaves = ['gguf/other-q8_0.gguf', 'gguf/other-q4_k.gguf', 'soup/model.safetensors', 'arithmetic/model.safetensors', 'lora-merged/model.safetensors', 'adapter/adapter_model.safetensors'];
     assert.ok(result.edges.every((edge) => !leaves.includes(edge.parent)));
-    // Everything here is one family.
-    assert.equal(result.families.length, 1, JSON.stringify(result.families));
+    // Two families: the quantized model's, and everything else.
+    assert.deepEqual(result.families.map((family) => family.length).sort((x, y) => x - y), [4, 12], JSON.stringify(result.families));
   });
 });

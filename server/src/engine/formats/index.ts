@@ -8,16 +8,24 @@ import { npyReader, npzReader } from './numpy';
 import { onnxReader } from './onnx';
 import { pytorchReader } from './pytorch';
 import { safetensorsReader } from './safetensors';
+import { isTfjsModelJson, tfjsReader } from './tfjs';
+import { tfliteReader } from './tflite';
 
 /** Readers in the order they are asked; the first whose sniff accepts the file opens it. */
-/** GGUF comes before PyTorch, which claims any `.bin` file: old GGUF files are often named `.bin`. */
-const READERS: readonly FormatReader[] = [ggufReader, safetensorsReader, npzReader, npyReader, pytorchReader, onnxReader];
+/**
+ * GGUF and TFLite come before PyTorch, which claims any `.bin` file: old GGUF files and some
+ * TFLite models are named `.bin`, and both carry a magic number that settles it.
+ */
+const READERS: readonly FormatReader[] = [ggufReader, tfliteReader, safetensorsReader, npzReader, npyReader, tfjsReader, pytorchReader, onnxReader];
 
 /** File names the tool treats as checkpoints when it looks through a folder. */
-const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx|gguf)$|\.(safetensors|bin)\.index\.json$/i;
+const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx|gguf|tflite)$|\.(safetensors|bin)\.index\.json$|^model\.json$/i;
+/** TF.js weight shards: read through the model.json that lists them, never on their own. */
+const TFJS_SHARD_NAME = /^group\d+-shard\d+of\d+(\.bin)?$/i;
 
 export function isCheckpointPath(file: string): boolean {
-  return CHECKPOINT_NAME.test(path.basename(file));
+  const name = path.basename(file);
+  return CHECKPOINT_NAME.test(name) && !TFJS_SHARD_NAME.test(name);
 }
 
 const SNIFF_BYTES = 64;
@@ -53,7 +61,8 @@ export async function openCheckpoint(location: string): Promise<Checkpoint> {
     await source.close();
   }
   if (head.length === 0) throw new CheckpointError(file, 'the file is empty');
-  const reader = READERS.find((candidate) => candidate.sniff(file, head));
-  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX, GGUF)');
+  // A renamed TF.js model.json is recognised by its keys, which may lie beyond the sniffed bytes.
+  const reader = READERS.find((candidate) => candidate.sniff(file, head)) ?? ((await isTfjsModelJson(file)) ? tfjsReader : undefined);
+  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX, GGUF, TensorFlow.js, TFLite)');
   return reader.open(file);
 }
