@@ -17,7 +17,7 @@ import { LineageTreeProvider } from './lineageTree';
 import { ReportDocuments } from './reports';
 
 /** Files whose changes the server must hear of: checkpoints and the files that declare lineage. */
-const WATCHED = '**/{*.safetensors,*.pt,*.pth,*.ckpt,*.bin,*.npz,*.npy,*.index.json,config.json,adapter_config.json,README.md,trainer_state.json}';
+const WATCHED = '**/{*.safetensors,*.pt,*.pth,*.ckpt,*.bin,*.npz,*.npy,*.onnx,*.gguf,*.tflite,*.h5,*.hdf5,*.keras,model.json,*.index.json,config.json,adapter_config.json,README.md,trainer_state.json}';
 /** Commands the hover's links may run. */
 const HOVER_COMMANDS = ['neuralLineage.showGraph', 'neuralLineage.compareWithParent', 'vscode.open'];
 

@@ -200,9 +200,10 @@ const FORMAT_NAMES: Record<string, string> = {
   npz: 'NumPy .npz',
   onnx: 'ONNX',
   gguf: 'GGUF',
-  h5: 'HDF5',
-  hdf5: 'HDF5',
-  keras: 'Keras (HDF5)',
+  tflite: 'TFLite',
+  tfjs: 'TensorFlow.js',
+  'keras-h5': 'Keras (HDF5)',
+  keras: 'Keras 3 (.keras)',
 };
 
 function formatName(format: string | undefined): string {
