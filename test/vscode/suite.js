@@ -11,6 +11,7 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const childProcess = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const vscode = require('vscode');
@@ -452,6 +453,27 @@ test('Select Compute Device writes the chosen device to the settings', async () 
   await withTimeout(Promise.resolve(pending), 30_000, 'neuralLineage.selectDevice');
   await waitFor('the device setting to change', () => configuration().get('device') === 'gpu');
   await configuration().update('device', undefined, vscode.ConfigurationTarget.Global);
+});
+
+test('restarts the language server after it crashes, and answers hovers again', async () => {
+  // Last in the suite: the restarted server re-reads the workspace from its cache.
+  const serverModule = path.join(extension().extensionPath, 'dist', 'server.js');
+  const serverProcesses = () =>
+    childProcess.execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.includes(serverModule))
+      .map((line) => Number(line.trim().split(/\s+/)[0]));
+  const [crashed, ...others] = serverProcesses();
+  assert.ok(crashed && others.length === 0, `one server process runs: ${[crashed, ...others]}`);
+  process.kill(crashed, 'SIGKILL');
+  await waitFor('the client to start a new server', () => {
+    const now = serverProcesses();
+    return now.length === 1 && now[0] !== crashed;
+  });
+  const written = 'models/b7t8d/model_best.pth';
+  const { document, position } = await openAt('train.py', written);
+  assertReport(await checkpointHover(document.uri, position), 'b7t8d/model_best.pth');
+  await closeEditors();
 });
 
 exports.helpers = { test, waitFor, settle, hoverText, checkpointHover, openAt, positionOf, expectedReport, assertReport, reportDocument, screenshot, workspaceUri, closeEditors, log };

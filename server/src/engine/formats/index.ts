@@ -4,6 +4,7 @@ import { CheckpointError } from '../errors';
 import { FileSource } from '../io/byteSource';
 import type { Checkpoint, FormatReader } from './checkpoint';
 import { ggufReader } from './gguf';
+import { kerasH5Reader, kerasReader } from './keras';
 import { npyReader, npzReader } from './numpy';
 import { onnxReader } from './onnx';
 import { pytorchReader } from './pytorch';
@@ -14,12 +15,15 @@ import { tfliteReader } from './tflite';
 /** Readers in the order they are asked; the first whose sniff accepts the file opens it. */
 /**
  * GGUF and TFLite come before PyTorch, which claims any `.bin` file: old GGUF files and some
- * TFLite models are named `.bin`, and both carry a magic number that settles it.
+ * TFLite models are named `.bin`, and both carry a magic number that settles it. Keras 3 files
+ * are zips too, so they are also asked before PyTorch.
  */
-const READERS: readonly FormatReader[] = [ggufReader, tfliteReader, safetensorsReader, npzReader, npyReader, tfjsReader, pytorchReader, onnxReader];
+const READERS: readonly FormatReader[] = [
+  ggufReader, tfliteReader, safetensorsReader, npzReader, npyReader, tfjsReader, kerasReader, kerasH5Reader, pytorchReader, onnxReader,
+];
 
 /** File names the tool treats as checkpoints when it looks through a folder. */
-const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx|gguf|tflite)$|\.(safetensors|bin)\.index\.json$|^model\.json$/i;
+const CHECKPOINT_NAME = /\.(safetensors|pt|pth|ckpt|bin|npz|npy|onnx|gguf|tflite|h5|hdf5|keras)$|\.(safetensors|bin)\.index\.json$|^model\.json$/i;
 /** TF.js weight shards: read through the model.json that lists them, never on their own. */
 const TFJS_SHARD_NAME = /^group\d+-shard\d+of\d+(\.bin)?$/i;
 
@@ -63,6 +67,6 @@ export async function openCheckpoint(location: string): Promise<Checkpoint> {
   if (head.length === 0) throw new CheckpointError(file, 'the file is empty');
   // A renamed TF.js model.json is recognised by its keys, which may lie beyond the sniffed bytes.
   const reader = READERS.find((candidate) => candidate.sniff(file, head)) ?? ((await isTfjsModelJson(file)) ? tfjsReader : undefined);
-  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX, GGUF, TensorFlow.js, TFLite)');
+  if (!reader) throw new CheckpointError(file, 'not a checkpoint format this tool reads (safetensors, PyTorch, NumPy, ONNX, GGUF, TensorFlow.js, TFLite, Keras)');
   return reader.open(file);
 }
