@@ -9,8 +9,16 @@ export interface ZooModel {
   readonly family: string;
   readonly generation: number;
   readonly parent: string | null;
+  /** Every parent: one for most models, two or three for merges, none for roots. */
+  readonly parents: readonly string[];
   readonly relation: string | null;
   readonly setting: string;
+  readonly format: string;
+}
+
+/** The zoo calls a merged LoRA "lowrank-merge"; the engine types it as an adapter relation. */
+export function engineRelation(relation: string | null): string | null {
+  return relation === 'lowrank-merge' ? 'adapter' : relation;
 }
 
 export interface ZooQuery {

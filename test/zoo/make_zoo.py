@@ -5,9 +5,12 @@ Trains real models (MLP and small CNN, PyTorch, CPU) on real images (Fashion-MNI
 MNIST digits) following the Neural Lineage (Yu & Wang, CVPR 2024) / MoTHer protocol:
 G1 roots pretrained from different seeds, G2..G4 fine-tunes on different downstream
 tasks (ordinary / few-shot / imbalanced, head replaced when the label set changes),
-a family of barely-moved "hard siblings", unrelated negatives, and derived leaf copies
-(fp16, magnitude-pruned, LoRA-merged). Writes the checkpoints under DIR/models/ with
-uninformative names in mixed formats and the ground truth to DIR/truth.json.
+a family of barely-moved "hard siblings", unrelated negatives, derived leaf copies
+(fp16, magnitude-pruned, LoRA-merged) and, in the small and full presets, typed relations:
+copies converted to ONNX / Keras HDF5 / NumPy, GGUF quantizations, unmerged PEFT LoRA
+adapters, two-parent merges and the checkpoints of one training run. Writes the checkpoints
+under DIR/models/ with uninformative names in mixed formats and the ground truth to
+DIR/truth.json.
 
 Usage:
   /usr/bin/python3 test/zoo/make_zoo.py --out DIR [--preset demo|small|full] [--seed N] [--force]
@@ -30,7 +33,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 GENERATOR = "neural-lineage-zoo"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 PRESETS = {
     # A tiny zoo committed as the README's bundled example (npm run demo): about 1 MB.
@@ -58,6 +61,8 @@ PRESETS = {
                 "hard_siblings": 2,
                 "negatives": ["fmnist10"],
                 "derived": {"fp16": 1, "pruned": 1, "lowrank-merge": 1},
+                "typed": {"converted": ["onnx", "npz", "keras-h5"], "quantized": ["Q8_0"], "adapter": 1,
+                          "merged": ["weighted-average"], "run": 1},
             },
             "cnn": {
                 "cfg": {"channels": [16, 32], "fc_dim": 64},
@@ -66,6 +71,7 @@ PRESETS = {
                 "hard_siblings": 0,
                 "negatives": [],
                 "derived": {"fp16": 1},
+                "typed": {"converted": ["keras-h5", "onnx"], "quantized": ["Q8_0"], "adapter": 1},
             },
         },
         "n_pretrain": 3000, "pretrain_epochs": [3], "n_train": 1500, "n_max_imbalanced": 400,
@@ -80,6 +86,8 @@ PRESETS = {
                 "hard_siblings": 5,
                 "negatives": ["fmnist10", "fmnist10", "mnist10"],
                 "derived": {"fp16": 2, "pruned": 2, "lowrank-merge": 2},
+                "typed": {"converted": ["onnx", "keras-h5", "npz"], "quantized": ["Q8_0", "Q4_0"], "adapter": 2,
+                          "merged": ["weighted-average", "task-arithmetic"], "run": 1},
             },
             "cnn": {
                 "cfg": {"channels": [16, 32], "fc_dim": 64},
@@ -88,6 +96,8 @@ PRESETS = {
                 "hard_siblings": 4,
                 "negatives": ["fmnist10", "mnist10"],
                 "derived": {"fp16": 2, "pruned": 2, "lowrank-merge": 2},
+                "typed": {"converted": ["onnx", "keras-h5", "npz"], "quantized": ["Q8_0"], "adapter": 2,
+                          "merged": ["weighted-average"], "run": 1},
             },
         },
         "n_pretrain": 6000, "pretrain_epochs": [3, 4], "n_train": 3000, "n_max_imbalanced": 600,
@@ -122,6 +132,7 @@ class Deck:
 
 # ============================================================================ planning
 def plan_zoo(preset_name, seed):
+    import zoo_formats
     import zoo_io
     import zoo_models
 
@@ -132,6 +143,7 @@ def plan_zoo(preset_name, seed):
     def add(**kw):
         kw["idx"] = len(nodes)
         kw["children"] = []
+        kw.setdefault("parents", [kw["parent"]] if kw.get("parent") is not None else [])
         nodes.append(kw)
         if kw.get("parent") is not None:
             nodes[kw["parent"]]["children"].append(kw["idx"])
@@ -265,35 +277,162 @@ def plan_zoo(preset_name, seed):
                     parent=par["idx"], relation=rel, task=task, hp=hp, frozen=[], derive=extra,
                     name="%s/%s" % (par["name"], rel))
 
+    # ---- typed relations (converted, quantized, adapter, merged, same run). They are planned
+    # after every node above and named from their own generator, so the rest of a preset
+    # (and the demo preset, which has none) comes out exactly as before they existed.
+    n_classic = len(nodes)
+    adapters = 0
+    for arch, A in P["archs"].items():
+        typed = A.get("typed")
+        if not typed:
+            continue
+        trained = [n for n in nodes[:n_classic] if n["arch"] == arch and n["role"] in ("root", "finetune")
+                   and n["generation"] <= 3]
+        roots = [n for n in trained if n["role"] == "root"]
+
+        def copy_of(par, relation, fmt, derive, label):
+            return add(arch=arch, family=par["family"], role="derived", generation=par["generation"] + 1,
+                       parent=par["idx"], relation=relation,
+                       task={"label_space": par["task"]["label_space"], "setting": "copy"},
+                       hp=None, frozen=[], derive=derive, format=fmt, name="%s/%s" % (par["name"], label))
+
+        for fmt in typed.get("converted", []):
+            copy_of(rng.choice(trained), "converted", fmt, {"target_format": fmt}, "converted-" + fmt)
+        for quant in typed.get("quantized", []):
+            copy_of(rng.choice(trained), "quantized", "gguf", {"quantization": quant}, "gguf-" + quant)
+        for a in range(typed.get("adapter", 0)):
+            par = rng.choice(trained)
+            hp = {"optimizer": "adam", "lr": rng.choice([1e-3, 3e-3]), "momentum": None,
+                  "weight_decay": 0.0, "epochs": rng.randint(1, 2), "batch_size": 64}
+            task = make_task("ordinary", par["task"]["label_space"])
+            task["setting"] = "lora"
+            add(arch=arch, family=par["family"], role="derived", generation=par["generation"] + 1,
+                parent=par["idx"], relation="adapter", task=task, hp=hp, frozen=[],
+                derive={"rank": 4, "alpha": 8.0}, format="peft-adapter",
+                # every other adapter records where its base lives; the rest leave it out
+                declares_base=adapters % 2 == 0, name="%s/adapter%d" % (par["name"], a))
+            adapters += 1
+        for m, method in enumerate(typed.get("merged", [])):
+            # two siblings fine-tuned on their base's own task keep its head, so their heads
+            # (and everything else) line up tensor for tensor
+            base = rng.choice(roots)
+            space = base["task"]["label_space"]
+            pair = [add(arch=arch, family=base["family"], role="finetune", generation=base["generation"] + 1,
+                        parent=base["idx"], relation="finetune", task=make_task("ordinary", space),
+                        hp=pick_hparams("ordinary"), frozen=[],
+                        name="%s/G%d.m%d%s" % (base["name"], base["generation"] + 1, m, side))
+                    for side in "ab"]
+            if method == "weighted-average":
+                w = rng.choice([0.6, 0.65, 0.7, 0.75])
+                weights = [w, round(1 - w, 2)]
+            else:
+                weights = [rng.choice([0.7, 0.8, 0.9]), rng.choice([0.3, 0.4, 0.5])]
+            if rng.random() < 0.5:
+                pair.reverse()
+                weights.reverse()
+            main = pair[weights.index(max(weights))]
+            add(arch=arch, family=base["family"], role="derived", generation=main["generation"] + 1,
+                parent=main["idx"], parents=[p["idx"] for p in pair], relation="merged",
+                task={"label_space": space, "setting": "merge"}, hp=None, frozen=[],
+                derive={"method": method, "weights": weights,
+                        "base": base["idx"] if method == "task-arithmetic" else None},
+                merge_weights=weights, name="%s/merge%d" % (base["name"], m))
+        for r in range(typed.get("run", 0)):
+            # one fine-tuning run from a root, checkpointed every save_steps: G2, G3, G4
+            start = rng.choice(roots)
+            space = start["task"]["label_space"] if rng.random() < 0.3 else space_deck.draw()
+            hp = pick_hparams("ordinary")
+            save_steps = rng.choice([20, 25, 30])
+            hp.update({"max_steps": 3 * save_steps, "save_steps": save_steps, "logging_steps": 5})
+            task = make_task("ordinary", space)
+            task["setting"] = "run"
+            members, prev = [], start
+            for i in range(3):
+                prev = add(arch=arch, family=start["family"], role="run-checkpoint",
+                           generation=prev["generation"] + 1, parent=prev["idx"],
+                           relation="finetune" if i == 0 else "run", task=dict(task), hp=dict(hp), frozen=[],
+                           run={"index": i, "global_step": (i + 1) * save_steps, "save_steps": save_steps,
+                                "start": start["idx"], "members": members},
+                           name="%s/run%d/step%d" % (start["name"], r, (i + 1) * save_steps))
+                members.append(prev["idx"])
+
     # ---- file names: uninformative, deterministic from the seed, independent of order
-    name_rng = random.Random(seed * 7919 + 17)
-    fmt_deck = Deck(list(zoo_io.FORMATS.keys()), name_rng)
     alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
     used_dirs = set()
-    order = list(range(len(nodes)))
+
+    def fresh_dir(r):
+        while True:
+            d = "".join(r.choice(alphabet) for _ in range(r.randint(3, 6)))
+            if d not in used_dirs and not LEAKY_NAME.search(d):
+                used_dirs.add(d)
+                return d
+
+    def place(fmt, d, r):
+        files = zoo_io.FORMATS[fmt][0] if fmt in zoo_io.FORMATS else zoo_formats.FORMATS[fmt][0]
+        fname = r.choice(files)
+        if fmt == "ckpt-lightning":
+            return "%s/checkpoints/%s" % (d, fname)
+        if r.random() < 0.2:
+            sub = "".join(r.choice(alphabet) for _ in range(4))
+            while LEAKY_NAME.search(sub):
+                sub = "".join(r.choice(alphabet) for _ in range(4))
+            return "%s/%s/%s" % (d, sub, fname)
+        return "%s/%s" % (d, fname)
+
+    name_rng = random.Random(seed * 7919 + 17)
+    fmt_deck = Deck(list(zoo_io.FORMATS.keys()), name_rng)
+    order = list(range(n_classic))
     name_rng.shuffle(order)
     for i in order:
         n = nodes[i]
-        while True:
-            d = "".join(name_rng.choice(alphabet) for _ in range(name_rng.randint(3, 6)))
-            if d not in used_dirs and not LEAKY_NAME.search(d):
-                used_dirs.add(d)
-                break
-        fmt = fmt_deck.draw()
-        files = zoo_io.FORMATS[fmt][0]
-        fname = name_rng.choice(files)
-        if fmt == "ckpt-lightning":
-            rel = "%s/checkpoints/%s" % (d, fname)
-        elif name_rng.random() < 0.2:
-            sub = "".join(name_rng.choice(alphabet) for _ in range(4))
-            while LEAKY_NAME.search(sub):
-                sub = "".join(name_rng.choice(alphabet) for _ in range(4))
-            rel = "%s/%s/%s" % (d, sub, fname)
-        else:
-            rel = "%s/%s" % (d, fname)
-        n["format"] = fmt
-        n["path"] = rel
+        d = fresh_dir(name_rng)
+        n["format"] = fmt_deck.draw()
+        n["path"] = place(n["format"], d, name_rng)
         n["mtime"] = 1704067200 + name_rng.randrange(0, 30 * 86400)
+        n["sidecars"] = []
+
+    typed_rng = random.Random(seed * 6007 + 29)
+    typed_deck = Deck(list(zoo_io.FORMATS.keys()), typed_rng)
+    order = list(range(n_classic, len(nodes)))
+    typed_rng.shuffle(order)
+    run_dirs = {}
+    for i in order:
+        n = nodes[i]
+        n["mtime"] = 1704067200 + typed_rng.randrange(0, 30 * 86400)
+        if n.get("run"):
+            # Trainer layout: <run>/checkpoint-<step>/model.safetensors + trainer_state.json
+            run_key = tuple(n["run"]["members"])
+            if run_key not in run_dirs:
+                run_dirs[run_key] = fresh_dir(typed_rng), n["mtime"]
+            d, t = run_dirs[run_key]
+            step_dir = "%s/checkpoint-%d" % (d, n["run"]["global_step"])
+            n["format"] = "safetensors"
+            n["path"] = step_dir + "/model.safetensors"
+            n["sidecars"] = [step_dir + "/trainer_state.json"]
+            n["mtime"] = t + 300 * n["run"]["index"]  # a run's checkpoints are written in step order
+            continue
+        if "format" not in n:
+            n["format"] = typed_deck.draw()
+        n["path"] = place(n["format"], fresh_dir(typed_rng), typed_rng)
+        n["sidecars"] = []
+        if n["format"] == "peft-adapter":
+            n["sidecars"] = [os.path.dirname(n["path"]) + "/adapter_config.json"]
+
+    # ---- what needs every path: the adapter's pointer to its base, merge bases, run members
+    for n in nodes[n_classic:]:
+        if n["relation"] == "adapter":
+            par_dir = os.path.dirname(nodes[n["parent"]]["path"])
+            n["derive"]["base_model_name_or_path"] = (
+                os.path.relpath(par_dir, os.path.dirname(n["path"])) if n.pop("declares_base") else None)
+        elif n["relation"] == "merged" and n["derive"]["base"] is not None:
+            n["derive"]["base"] = nodes[n["derive"]["base"]]["path"]
+    for n in nodes[n_classic:]:
+        if n.get("run"):
+            run = n["run"]
+            n["run"] = {"index": run["index"], "global_step": run["global_step"], "save_steps": run["save_steps"],
+                        "start": nodes[run["start"]]["path"],
+                        "checkpoints": [nodes[i]["path"] for i in run["members"]]}
+            n["_run_members"] = list(run["members"])
     return nodes
 
 
@@ -302,6 +441,7 @@ def run(args):
     import numpy as np
     import torch
     import zoo_data
+    import zoo_formats
     import zoo_io
     import zoo_models as zm
 
@@ -323,6 +463,7 @@ def run(args):
     os.makedirs(tmp_models)
 
     states = {}   # idx -> float32 state dict of trained models (kept for children)
+    run_snapshots = {}  # idx -> (state, trainer_state.json text) of later checkpoints of a run
     records = []
     for k, n in enumerate(nodes):
         ts = time.time()
@@ -334,7 +475,16 @@ def run(args):
         xte, yte = D.test_set(space, P["n_test"])
         rec = {"head_replaced": None, "train_counts": None, "steps": None}
         optimizer = None
-        if n["role"] != "derived":
+        sidecar_text = {}
+        written = None  # what the file stores when that is not the model's state dict
+        if n.get("run") and n["run"]["index"] > 0:
+            # a later checkpoint of a run that its first checkpoint already trained
+            state, sidecar_text[n["sidecars"][0]] = run_snapshots.pop(n["idx"])
+            first = nodes[n["_run_members"][0]]["_rec"]
+            rec = {"head_replaced": False, "train_counts": first["train_counts"], "steps": n["run"]["save_steps"]}
+            eval_model = zm.build(arch, C, cfg)
+            eval_model.load_state_dict(state)
+        elif n["role"] != "derived":
             torch.manual_seed(mseed)
             model = zm.build(arch, C, cfg)
             if n["parent"] is not None:
@@ -349,10 +499,19 @@ def run(args):
                 rec["head_replaced"] = not same_space
             x, y, counts = D.sample_train(n["task"], np_rng)
             rec["train_counts"] = [int(c) for c in counts]
-            optimizer, steps = zm.train(model, x, y, n["hp"], mseed, frozen=n["frozen"])
+            if n.get("run"):
+                snapshots = train_run(n, nodes, model, x, y, mseed)
+                optimizer, steps = None, n["run"]["save_steps"]
+                state, sidecar_text[n["sidecars"][0]] = snapshots[0]
+                for member, snap in zip(n["_run_members"][1:], snapshots[1:]):
+                    run_snapshots[member] = snap
+                eval_model = zm.build(arch, C, cfg)
+                eval_model.load_state_dict(state)
+            else:
+                optimizer, steps = zm.train(model, x, y, n["hp"], mseed, frozen=n["frozen"])
+                state = {kk: v.detach().clone() for kk, v in model.state_dict().items()}
+                eval_model = model
             rec["steps"] = steps
-            state = {kk: v.detach().clone() for kk, v in model.state_dict().items()}
-            eval_model = model
         else:
             par = nodes[n["parent"]]
             pstate = states[n["parent"]]
@@ -363,17 +522,37 @@ def run(args):
                 tot = sum(v.numel() for kk, v in state.items() if kk.endswith("weight") and v.dim() >= 2)
                 zer = sum(int((v == 0).sum()) for kk, v in state.items() if kk.endswith("weight") and v.dim() >= 2)
                 n["derive"]["zero_fraction_of_weight_matrices"] = round(zer / tot, 4)
-            else:
+            elif n["relation"] == "converted":
+                state = pstate
+                describe_conversion(n, pstate, arch)
+            elif n["relation"] == "quantized":
+                state = quantized_state(n, pstate)
+            elif n["relation"] == "merged":
+                parents = [states[i] for i in n["parents"]]
+                if n["derive"]["method"] == "weighted-average":
+                    state = zm.weighted_average(parents, n["derive"]["weights"])
+                else:
+                    base = states[nodes[n["parents"][0]]["parent"]]
+                    state = zm.task_arithmetic(base, parents, n["derive"]["weights"])
+            else:  # lowrank-merge and adapter: LoRA factors trained for real on the parent
                 torch.manual_seed(mseed)
                 base = zm.build(arch, C, cfg)
                 base.load_state_dict(pstate)
                 x, y, counts = D.sample_train(n["task"], np_rng)
                 rec["train_counts"] = [int(c) for c in counts]
-                state, steps, relnorm = zm.lora_merge(
-                    base, zm.ARCHS[arch]["linear_layers"], x, y, n["hp"], mseed,
-                    rank=n["derive"]["rank"], alpha=n["derive"]["alpha"])
+                targets = zm.ARCHS[arch]["linear_layers"]
+                if n["relation"] == "lowrank-merge":
+                    state, steps, relnorm = zm.lora_merge(
+                        base, targets, x, y, n["hp"], mseed,
+                        rank=n["derive"]["rank"], alpha=n["derive"]["alpha"])
+                else:
+                    written, steps = zm.lora_train(base, targets, x, y, n["hp"], mseed,
+                                                   rank=n["derive"]["rank"], alpha=n["derive"]["alpha"])
+                    state, relnorm = zm.apply_lora(pstate, written, n["derive"]["rank"], n["derive"]["alpha"])
+                    sidecar_text[n["sidecars"][0]] = zoo_formats.peft_adapter_config(
+                        n["derive"]["rank"], n["derive"]["alpha"], targets, n["derive"]["base_model_name_or_path"])
                 rec["steps"] = steps
-                n["derive"]["targets"] = [t + ".weight" for t in zm.ARCHS[arch]["linear_layers"]]
+                n["derive"]["targets"] = [t + ".weight" for t in targets]
                 n["derive"]["relative_delta_norm"] = {kk: round(v, 5) for kk, v in relnorm.items()}
             rec["head_replaced"] = False
             eval_model = zm.build(arch, C, cfg)
@@ -383,16 +562,31 @@ def run(args):
         if n["role"] != "derived":
             states[n["idx"]] = state
 
-        # ---- write the checkpoint
+        # ---- write the checkpoint (and the files that sit beside it)
         path = os.path.join(tmp_models, n["path"])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         hp = n["hp"] or {}
-        ctx = {"optimizer": optimizer, "epoch": max(0, (hp.get("epochs") or 1) - 1),
-               "steps": rec["steps"] or 0,
-               "hparams": {"arch": arch, "num_classes": C, "lr": hp.get("lr"),
-                           "optimizer": hp.get("optimizer"), "weight_decay": hp.get("weight_decay"),
-                           "batch_size": hp.get("batch_size")}}
-        zoo_io.FORMATS[n["format"]][1](path, state, ctx)
+        if n["format"] in zoo_io.FORMATS:
+            ctx = {"optimizer": optimizer, "epoch": max(0, (hp.get("epochs") or 1) - 1),
+                   "steps": rec["steps"] or 0,
+                   "hparams": {"arch": arch, "num_classes": C, "lr": hp.get("lr"),
+                               "optimizer": hp.get("optimizer"), "weight_decay": hp.get("weight_decay"),
+                               "batch_size": hp.get("batch_size")}}
+            zoo_io.FORMATS[n["format"]][1](path, state, ctx)
+        elif n["format"] == "onnx":
+            zoo_formats.write_onnx(path, eval_model)
+        elif n["format"] == "keras-h5":
+            zoo_formats.write_keras_h5(path, state, zm.ARCHS[arch])
+        elif n["format"] == "npz":
+            zoo_formats.write_npz(path, state)
+        elif n["format"] == "gguf":
+            zoo_formats.write_gguf(path, pstate, n["derive"]["quantization"],
+                                   zm.ARCHS[arch]["class"].lower(), n["path"].split("/")[0])
+        else:  # peft-adapter
+            zoo_formats.write_peft_adapter(path, written)
+        for side, text in sidecar_text.items():
+            with open(os.path.join(tmp_models, side), "w") as f:
+                f.write(text)
         n["_acc"] = acc
         n["_rec"] = rec
         records.append(n)
@@ -402,7 +596,8 @@ def run(args):
 
     # ---- file times reveal nothing either
     for n in nodes:
-        os.utime(os.path.join(tmp_models, n["path"]), (n["mtime"], n["mtime"]))
+        for f in [n["path"]] + n["sidecars"]:
+            os.utime(os.path.join(tmp_models, f), (n["mtime"], n["mtime"]))
     for n in nodes:  # directories too (their mtimes would otherwise give the training order)
         d = os.path.dirname(n["path"])
         while d:
@@ -426,6 +621,92 @@ def run(args):
     print_summary(truth, out, time.time() - t0)
 
 
+def train_run(first, nodes, model, x, y, seed):
+    """Train the run that `first` (its first checkpoint) starts and snapshot it every
+    save_steps, as the Trainer does. Returns [(state dict, trainer_state.json text)] for
+    the run's checkpoints in step order."""
+    import zoo_formats
+    import zoo_models as zm
+
+    hp = first["hp"]
+    bs = hp["batch_size"]
+    # batches per epoch as zm.train forms them (a last batch of one sample is skipped)
+    steps_per_epoch = len(y) // bs + (1 if len(y) % bs >= 2 else 0)
+    epochs = -(-hp["max_steps"] // steps_per_epoch)
+    for idx in first["_run_members"]:
+        nodes[idx]["hp"]["epochs"] = epochs
+    log_history, window, snapshots = [], [], []
+
+    def on_step(step, loss):
+        window.append(loss)
+        if step % hp["logging_steps"] == 0:
+            log_history.append({"epoch": round(step / steps_per_epoch, 4), "learning_rate": hp["lr"],
+                                "loss": round(sum(window) / len(window), 4), "step": step})
+            window.clear()
+        if step % hp["save_steps"] == 0:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            text = zoo_formats.trainer_state(step, hp["max_steps"], hp["save_steps"], steps_per_epoch, epochs,
+                                             bs, hp["logging_steps"], [dict(e) for e in log_history])
+            snapshots.append((state, text))
+
+    _, steps = zm.train(model, x, y, hp, seed, frozen=first["frozen"], on_step=on_step)
+    if steps != hp["max_steps"] or len(snapshots) != len(first["_run_members"]):
+        raise RuntimeError("run %s stopped at step %d with %d checkpoints" % (first["name"], steps, len(snapshots)))
+    return snapshots
+
+
+def describe_conversion(n, state, arch):
+    """Record in the truth where each tensor went: its name in the file and the layout
+    change (ONNX and .npz keep torch's names and shapes; Keras names layers its own way,
+    transposes Dense kernels and stores conv kernels HWIO)."""
+    import zoo_formats
+    import zoo_models as zm
+
+    fmt = n["format"]
+    kept = [k for k, v in state.items() if v.is_floating_point()] if fmt != "npz" else list(state)
+    if fmt == "keras-h5":
+        layout = zoo_formats.keras_layout(zm.ARCHS[arch])
+        n["derive"]["tensor_map"] = {k: layout[k][0] for k in kept}
+        n["derive"]["layout"] = {k: layout[k][1] for k in kept}
+        n["derive"]["keras_version"] = zoo_formats.KERAS_VERSION
+    else:
+        n["derive"]["tensor_map"] = {k: k for k in kept}
+        n["derive"]["layout"] = {k: "same" for k in kept}
+    if fmt == "onnx":
+        n["derive"]["opset"] = zoo_formats.ONNX_OPSET
+    n["derive"]["dropped"] = sorted(set(state) - set(kept))
+
+
+def quantized_state(n, state):
+    """The weights a GGUF reader gets back (quantized tensors dequantized; the step count
+    that GGUF does not carry is kept from the source so the model still loads), recording
+    per tensor its GGUF type and the largest rounding error."""
+    import numpy as np
+    import torch
+    import zoo_formats
+
+    quant = n["derive"]["quantization"]
+    out, types, err = {}, {}, {}
+    for k, v in state.items():
+        if not v.is_floating_point():
+            out[k] = v.clone()
+            continue
+        gtype = zoo_formats.gguf_tensor_type(list(v.shape), quant)
+        types[k] = gtype
+        if gtype == "F32":
+            out[k] = v.clone()
+            continue
+        flat = v.numpy().astype(np.float32).reshape(-1)
+        raw = zoo_formats.quantize_q8_0(flat) if gtype == "Q8_0" else zoo_formats.quantize_q4_0(flat)
+        values, _ = zoo_formats.dequantize(gtype, raw, flat.size)
+        out[k] = torch.from_numpy(values.reshape(v.shape).copy())
+        err[k] = round(float(np.abs(values - flat).max()), 7)
+    n["derive"]["tensor_types"] = types
+    n["derive"]["max_abs_error"] = err
+    n["derive"]["dropped"] = zoo_formats.dropped_in_conversion(state)
+    return out
+
+
 # ============================================================================ truth
 def _sha256(path):
     h = hashlib.sha256()
@@ -435,12 +716,27 @@ def _sha256(path):
     return h.hexdigest()
 
 
+def format_info(fmt):
+    """(key prefix, container) of a format from either table."""
+    import zoo_formats
+    import zoo_io
+    if fmt in zoo_io.FORMATS:
+        return zoo_io.FORMATS[fmt][2], zoo_io.FORMATS[fmt][3]
+    return zoo_formats.FORMATS[fmt][1], zoo_formats.FORMATS[fmt][2]
+
+
+def dtype_of(n):
+    if n["relation"] == "fp16":
+        return "float16"
+    if n["relation"] == "quantized":
+        return n["derive"]["quantization"].lower()
+    return "float32"
+
+
 def build_truth(args, nodes, models_dir):
     import numpy
     import torch
     import zoo_data
-    import zoo_io
-    import zoo_models as zm
 
     P = PRESETS[args.preset]
     rng = random.Random(args.seed * 31 + 5)
@@ -497,11 +793,16 @@ def build_truth(args, nodes, models_dir):
             "derive": n.get("derive"),
             "test_accuracy": round(n["_acc"], 4),
             "format": n["format"],
-            "container": zoo_io.FORMATS[n["format"]][3],
-            "key_prefix": zoo_io.FORMATS[n["format"]][2],
-            "dtype": "float16" if n["relation"] == "fp16" else "float32",
+            "container": format_info(n["format"])[1],
+            "key_prefix": format_info(n["format"])[0],
+            "dtype": dtype_of(n),
             "bytes": os.path.getsize(p),
             "sha256": _sha256(p),
+            "parents": [by_idx[i]["path"] for i in n["parents"]],
+            "parent_ids": [by_idx[i]["name"] for i in n["parents"]],
+            "merge_weights": n.get("merge_weights"),
+            "sidecar_files": n["sidecars"],
+            "run": n.get("run"),
         }
         models.append(m)
 
@@ -510,6 +811,8 @@ def build_truth(args, nodes, models_dir):
         qa = [a["idx"] for a in ancestors(q)]
         if c["idx"] == q["parent"]:
             return "parent"
+        if c["idx"] in q["parents"]:
+            return "co-parent"  # the other model a merge was made from
         if c["idx"] in qa:
             return "grandparent" if qa.index(c["idx"]) == 1 else "ancestor"
         if c["family"] != q["family"]:
@@ -537,7 +840,7 @@ def build_truth(args, nodes, models_dir):
         kinds = {}
         for c in pool:
             kinds.setdefault(kind_of(q, c), []).append(c)
-        chosen = list(kinds.get("parent", []))
+        chosen = kinds.get("parent", []) + kinds.get("co-parent", [])
         caps = [("sibling", 3), ("grandparent", 1), ("ancestor", 1), ("uncle", 2), ("cousin", 2),
                 ("relative", 1)]
         for kind, cap in caps:
@@ -561,6 +864,7 @@ def build_truth(args, nodes, models_dir):
             "setting": q["task"]["setting"],
             "role": q["role"],
             "true_parent": by_idx[q["parent"]]["path"],
+            "true_parents": [by_idx[i]["path"] for i in q["parents"]],
             "candidates": [{"path": c["path"], "generation": c["generation"],
                             "generation_gap": q["generation"] - c["generation"],
                             "kind": kind_of(q, c), "family": c["family"]} for c in chosen],
@@ -665,7 +969,7 @@ def print_summary(truth, out, elapsed):
 def source_hash():
     """Hash of the generator's own sources: editing them invalidates cached zoos."""
     h = hashlib.sha256()
-    for fn in ("make_zoo.py", "zoo_data.py", "zoo_models.py", "zoo_io.py"):
+    for fn in ("make_zoo.py", "zoo_data.py", "zoo_models.py", "zoo_io.py", "zoo_formats.py"):
         with open(os.path.join(HERE, fn), "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -684,7 +988,8 @@ def up_to_date(out, preset, seed):
             (GENERATOR, GENERATOR_VERSION, source_hash(), preset, seed):
         return False
     mdir = os.path.join(out, t.get("models_dir", "models"))
-    return all(os.path.isfile(os.path.join(mdir, m["path"])) for m in t.get("models", []))
+    return all(os.path.isfile(os.path.join(mdir, f))
+               for m in t.get("models", []) for f in [m["path"]] + m.get("sidecar_files", []))
 
 
 def main(argv=None):

@@ -1,9 +1,8 @@
-"""Architectures, training, pruning and low-rank (LoRA) merging for the model zoo."""
+"""Architectures, training, pruning, low-rank (LoRA) adapters and weight merging for the model zoo."""
 import copy
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -57,6 +56,12 @@ ARCHS = {
         "freezable": [["fc1"]],
         "head": ["head.weight", "head.bias"],
         "linear_layers": ["fc1", "fc2", "head"],
+        # The same network as a Keras Sequential of Dense layers (auto-generated layer names)
+        "keras_layers": [
+            ("dense", [("kernel", "fc1.weight", "dense"), ("bias", "fc1.bias", "same")]),
+            ("dense_1", [("kernel", "fc2.weight", "dense"), ("bias", "fc2.bias", "same")]),
+            ("dense_2", [("kernel", "head.weight", "dense"), ("bias", "head.bias", "same")]),
+        ],
     },
     "cnn": {
         "class": "SmallCNN",
@@ -64,6 +69,27 @@ ARCHS = {
         "freezable": [["features.0", "features.1"], ["features.0", "features.1", "features.4", "features.5"]],
         "head": ["head.weight", "head.bias"],
         "linear_layers": ["fc", "head"],
+        # The same network as a Keras Sequential with data_format="channels_first", so Flatten
+        # sees channel-major features exactly as torch.flatten does and Dense kernels are plain
+        # transposes; layers without weights are listed as Keras lists them.
+        "keras_layers": [
+            ("reshape", []),
+            ("conv2d", [("kernel", "features.0.weight", "conv"), ("bias", "features.0.bias", "same")]),
+            ("batch_normalization", [("gamma", "features.1.weight", "same"), ("beta", "features.1.bias", "same"),
+                                     ("moving_mean", "features.1.running_mean", "same"),
+                                     ("moving_variance", "features.1.running_var", "same")]),
+            ("activation", []),
+            ("max_pooling2d", []),
+            ("conv2d_1", [("kernel", "features.4.weight", "conv"), ("bias", "features.4.bias", "same")]),
+            ("batch_normalization_1", [("gamma", "features.5.weight", "same"), ("beta", "features.5.bias", "same"),
+                                       ("moving_mean", "features.5.running_mean", "same"),
+                                       ("moving_variance", "features.5.running_var", "same")]),
+            ("activation_1", []),
+            ("max_pooling2d_1", []),
+            ("flatten", []),
+            ("dense", [("kernel", "fc.weight", "dense"), ("bias", "fc.bias", "same")]),
+            ("dense_1", [("kernel", "head.weight", "dense"), ("bias", "head.bias", "same")]),
+        ],
     },
 }
 
@@ -101,9 +127,10 @@ def make_optimizer(params, hp):
     raise ValueError(hp["optimizer"])
 
 
-def train(model, x, y, hp, seed, frozen=()):
+def train(model, x, y, hp, seed, frozen=(), on_step=None):
     """Plain minibatch training. hp: optimizer, lr, momentum, weight_decay, epochs,
-    batch_size, optional max_steps. Returns (optimizer, steps_done)."""
+    batch_size, optional max_steps. on_step(steps_done, loss), if given, runs after every
+    optimizer step (checkpoints of one run are taken there). Returns (optimizer, steps_done)."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         p.requires_grad_(not any(name.startswith(f + ".") for f in frozen))
@@ -128,6 +155,8 @@ def train(model, x, y, hp, seed, frozen=()):
             loss.backward()
             opt.step()
             steps += 1
+            if on_step is not None:
+                on_step(steps, float(loss))
             if max_steps and steps >= max_steps:
                 break
         if max_steps and steps >= max_steps:
@@ -178,10 +207,10 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * F.linear(F.linear(x, self.A), self.B)
 
 
-def lora_merge(model, targets, x, y, hp, seed, rank=4, alpha=8.0):
+def lora_train(model, targets, x, y, hp, seed, rank=4, alpha=8.0):
     """Train rank-`rank` adapters (B·A) on the given linear layers with the base frozen
-    (BN kept in eval mode, so buffers are untouched), then merge W <- W + (alpha/r)·B·A.
-    Returns (merged state dict, steps, delta-norm info)."""
+    (BN kept in eval mode, so buffers are untouched). Returns ({target: (A, B)}, steps)
+    with A [rank, in_features] and B [out_features, rank], as PEFT stores them."""
     g = torch.Generator().manual_seed(seed)
     m = copy.deepcopy(model)
     for p in m.parameters():
@@ -209,15 +238,62 @@ def lora_merge(model, targets, x, y, hp, seed, rank=4, alpha=8.0):
             F.cross_entropy(m(xt[b]), yt[b]).backward()
             opt.step()
             steps += 1
-    merged = {k: v.clone() for k, v in model.state_dict().items()}
+    factors = {t: (w.A.detach().clone().contiguous(), w.B.detach().clone().contiguous())
+               for t, w in wrappers.items()}
+    return factors, steps
+
+
+def apply_lora(state, factors, rank, alpha):
+    """W <- W + (alpha/rank)·B·A for each adapted layer. Returns (merged state dict,
+    {weight name: ||delta|| / ||W||})."""
+    scale = alpha / rank
+    merged = {k: v.clone() for k, v in state.items()}
     rel = {}
     with torch.no_grad():
-        for t, w in wrappers.items():
-            delta = w.scale * (w.B @ w.A)
+        for t, (a, b) in factors.items():
+            delta = scale * (b @ a)
             key = t + ".weight"
             rel[key] = float(delta.norm() / merged[key].norm())
             merged[key] = (merged[key] + delta).contiguous()
+    return merged, rel
+
+
+def lora_merge(model, targets, x, y, hp, seed, rank=4, alpha=8.0):
+    """Train LoRA adapters (lora_train) and merge them into the base's weights.
+    Returns (merged state dict, steps, delta-norm info)."""
+    factors, steps = lora_train(model, targets, x, y, hp, seed, rank=rank, alpha=alpha)
+    merged, rel = apply_lora(model.state_dict(), factors, rank, alpha)
     return merged, steps, rel
+
+
+# ---------------------------------------------------------------------- merges
+def weighted_average(states, weights):
+    """Sum of w_i · state_i over float tensors (a "model soup" when the weights sum to 1).
+    Integer buffers (BN num_batches_tracked) come from the most heavily weighted state."""
+    main = states[max(range(len(weights)), key=lambda i: weights[i])]
+    out = {}
+    for k, v in main.items():
+        if v.is_floating_point():
+            out[k] = sum(w * s[k] for w, s in zip(weights, states)).contiguous()
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def task_arithmetic(base, states, lambdas):
+    """base + Σ λ_i (state_i - base) over float tensors (Ilharco et al., task vectors).
+    Integer buffers come from the most heavily weighted state."""
+    main = states[max(range(len(lambdas)), key=lambda i: lambdas[i])]
+    out = {}
+    for k, v in main.items():
+        if v.is_floating_point():
+            acc = base[k].clone()
+            for lam, s in zip(lambdas, states):
+                acc = acc + lam * (s[k] - base[k])
+            out[k] = acc.contiguous()
+        else:
+            out[k] = v.clone()
+    return out
 
 
 def timed(fn, *a, **kw):

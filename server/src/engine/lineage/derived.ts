@@ -1,5 +1,5 @@
 import type { Fingerprint, TensorFingerprint } from '../fingerprint/fingerprint';
-import { isWeight, weightCount, type Comparison } from './compare';
+import { isWeight, sameShape, weightCount, type Comparison } from './compare';
 import { tensorsByName } from './exactEvidence';
 
 /** Kinds of edge in a lineage graph. */
@@ -35,7 +35,7 @@ const PRUNED_EXTRA_ZEROS = 0.05;
 export function derivedCopy(a: Fingerprint, b: Fingerprint, comparison: Comparison): DerivedCopy | undefined {
   if (!comparison.related || comparison.layers.length === 0) return undefined;
   if (comparison.reinitialised.length === 0 && comparison.reshaped.length === 0 && comparison.layers.every((layer) => layer.identical)) {
-    return { relation: 'converted', aIsSource: true, evidence: `all ${comparison.layers.length} shared tensors are identical` };
+    return { relation: 'converted', aIsSource: originalFirst(a, b)[0] === a, evidence: `all ${comparison.layers.length} shared tensors are identical` };
   }
   const names = comparison.layers.map((layer) => layer.name);
   const half = halfPrecisionCopy(a, b, names) ?? invert(halfPrecisionCopy(b, a, names));
@@ -54,28 +54,41 @@ const CONVERTED_CONTENT = 0.9;
  * The same weights under other names and layouts (a Keras kernel is the transpose of the
  * PyTorch one; ONNX renames tensors): tensors are matched by their order-blind content hash.
  * Tensors holding one repeated value (zero biases, unit norms) match anything and are left out.
+ * A tensor whose name and shape the other file also has, with other values, was trained (a
+ * fine-tune with frozen layers shares most of its values with its parent), so it rules a
+ * conversion out.
  */
 export function convertedCopy(a: Fingerprint, b: Fingerprint): DerivedCopy | undefined {
   const informative = (fingerprint: Fingerprint) => fingerprint.tensors.filter((tensor) => isWeight(tensor) && tensor.variance > 0);
   const remaining = new Map<string, number>();
   for (const tensor of informative(b)) remaining.set(contentKey(tensor), (remaining.get(contentKey(tensor)) ?? 0) + 1);
+  const namedInB = tensorsByName(b);
   let matched = 0;
   for (const tensor of informative(a)) {
     const key = contentKey(tensor);
     const left = remaining.get(key) ?? 0;
-    if (left === 0) continue;
-    remaining.set(key, left - 1);
-    matched += tensor.count;
+    if (left > 0) {
+      remaining.set(key, left - 1);
+      matched += tensor.count;
+      continue;
+    }
+    const namesake = namedInB.get(tensor.name);
+    if (namesake && sameShape(namesake.shape, tensor.shape)) return undefined;
   }
   const smaller = Math.min(weightCount(a), weightCount(b));
   const larger = Math.max(weightCount(a), weightCount(b));
   if (smaller === 0 || matched < CONVERTED_CONTENT * smaller || matched < 0.5 * larger) return undefined;
-  const [source, copy] = FORMAT_PRECEDENCE.indexOf(a.format) <= FORMAT_PRECEDENCE.indexOf(b.format) ? [a, b] : [b, a];
+  const [source, copy] = originalFirst(a, b);
   return {
     relation: 'converted',
     aIsSource: source === a,
     evidence: `the same values in ${(100 * matched / smaller).toFixed(0)}% of the weights (${copy.format} copy of a ${source.format} file)`,
   };
+}
+
+/** Of two files with the same weights, the one named the original first. */
+function originalFirst(a: Fingerprint, b: Fingerprint): [Fingerprint, Fingerprint] {
+  return FORMAT_PRECEDENCE.indexOf(a.format) <= FORMAT_PRECEDENCE.indexOf(b.format) ? [a, b] : [b, a];
 }
 
 function contentKey(tensor: TensorFingerprint): string {
@@ -90,11 +103,13 @@ const FORMAT_PRECEDENCE: readonly string[] = [
   'pytorch-zip', 'safetensors', 'pytorch-tar', 'pytorch-pickle', 'npz', 'npy', 'keras', 'keras-h5', 'tfjs', 'onnx', 'tflite', 'gguf',
 ];
 
-/** Most of a checkpoint's weights are stored as quantized codes (GGUF blocks, int8 with scales). */
+/**
+ * Some of a checkpoint's weights are stored as quantized codes (GGUF blocks, int8 with
+ * scales). Quantizers keep some tensors in float (norms, rows too short for a block), and
+ * nobody trains in quantized codes: such a file is a copy of a precise model.
+ */
 export function isQuantized(fingerprint: Fingerprint): boolean {
-  let quantized = 0;
-  for (const tensor of fingerprint.tensors) if (isWeight(tensor) && tensor.quantization) quantized += tensor.count;
-  return quantized > 0.5 * weightCount(fingerprint);
+  return fingerprint.tensors.some((tensor) => isWeight(tensor) && tensor.quantization !== undefined);
 }
 
 /** `copy`, stored quantized, is a copy of `source`, its nearest unquantized relative. */

@@ -24,8 +24,8 @@ const MERGE_RESIDUAL = 2e-3;
 const MERGE_GAIN = 10;
 /** A parent contributing less than this is not a parent. */
 const MIN_MERGE_WEIGHT = 0.05;
-/** Candidates tried, nearest first. */
-const MERGE_CANDIDATES = 6;
+/** Candidates tried, nearest first: a merge sits nearer its parents' own parent and siblings than to either parent. */
+const MERGE_CANDIDATES = 10;
 
 /** The smallest set of two or three candidates the child is a merge of, if there is one. */
 export function mergeOf(child: Fingerprint, candidates: readonly Fingerprint[], nearestFirst: readonly number[]): MergeFit | undefined {

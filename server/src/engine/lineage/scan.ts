@@ -200,8 +200,10 @@ export function lineageOf(
     group.forEach((i) => familyPaths.set(i, paths));
     families.push(paths);
   }
+  const withParent = new Set(edges.map((edge) => edge.child));
+  const roots = models.filter((i) => !withParent.has(fingerprints[i]!.path));
   for (const [adapter, targets] of adapters) {
-    const attached = attachAdapter(adapter, targets, fingerprints, models, copyOf, declared, edges);
+    const attached = attachAdapter(adapter, targets, fingerprints, roots, models, copyOf, declared, edges);
     const paths = attached === undefined ? undefined : familyPaths.get(copyOf.get(attached) ?? attached);
     if (paths) paths.push(fingerprints[adapter]!.path);
     else families.push([fingerprints[adapter]!.path]);
@@ -216,11 +218,11 @@ export function lineageOf(
 
 /**
  * Takes out of a family the members that are merges of other members (each gets an edge from
- * every parent) and returns the rest for the tree. A model and a merge of it can be rewritten
- * as each other's combinations (A = 2M − B when M = (A + B)/2); the true merge is the one whose
- * weights stay moderate, so combinations with Σ|w| above MAX_MERGE_WEIGHT_SUM are not merges.
- * Merges are then refitted on the members that are not merges themselves, so a merge of a merge
- * is not credited to a mixture of both.
+ * every parent) and returns the rest for the tree. When M = 0.3A + 0.7B, each of the three is a
+ * combination of the other two (B = 1.43M − 0.43A); the merge is the one whose combination
+ * looks like a merge: weights that are positive (an average, a soup), or with little negative
+ * weight (task arithmetic subtracts a fraction of its base). So the members that fit are taken
+ * in order of negative weight, and each is checked again on the members not yet taken as merges.
  */
 const MAX_MERGE_WEIGHT_SUM = 2.5;
 
@@ -236,12 +238,18 @@ function withoutMerges(
     const nearestFirst = others.map((_, k) => k).sort((x, y) => compare(child, others[x]!).relativeDistance - compare(child, others[y]!).relativeDistance);
     const fit = mergeOf(fingerprints[child]!, others.map((other) => fingerprints[other]!), nearestFirst);
     if (!fit || fit.weights.reduce((sum, weight) => sum + Math.abs(weight), 0) > MAX_MERGE_WEIGHT_SUM) return undefined;
-    return { ...fit, parents: fit.parents.map((k) => others[k]!) };
+    const negative = fit.weights.reduce((sum, weight) => sum + Math.max(0, -weight), 0);
+    return { ...fit, parents: fit.parents.map((k) => others[k]!), negative };
   };
-  const merges = group.filter((child) => fitAmong(child, group));
-  const plain = group.filter((member) => !merges.includes(member));
-  for (const child of merges) {
-    const fit = fitAmong(child, plain) ?? fitAmong(child, group)!;
+  const candidates = group
+    .map((child) => ({ child, fit: fitAmong(child, group) }))
+    .filter((entry) => entry.fit)
+    .sort((x, y) => x.fit!.negative - y.fit!.negative);
+  const merges: number[] = [];
+  for (const { child } of candidates) {
+    const fit = fitAmong(child, group.filter((member) => !merges.includes(member)));
+    if (!fit) continue;
+    merges.push(child);
     const weights = fit.weights.map((weight) => weight.toFixed(3)).join(', ');
     fit.parents.forEach((parent, j) => {
       edges.push({
@@ -254,18 +262,20 @@ function withoutMerges(
       });
     });
   }
-  return plain;
+  return group.filter((member) => !merges.includes(member));
 }
 
 /**
  * Hangs an adapter on the base it fits: the declared base when it fits, else the fitting
  * originals (copies of a base fit too, but an adapter is trained on the original) sharing
- * the confidence. Returns the base's index.
+ * the confidence, family roots first (adapters are mostly trained on base models). Returns
+ * the base's index.
  */
 function attachAdapter(
   adapter: number,
   targets: AdapterTargets,
   fingerprints: readonly Fingerprint[],
+  roots: readonly number[],
   models: readonly number[],
   copyOf: ReadonlyMap<number, number>,
   declared: readonly DeclaredLink[],
@@ -278,7 +288,7 @@ function attachAdapter(
     .map((link) => fingerprints.findIndex((fingerprint) => fingerprint.path === link.parent))
     .find((i) => fitting.includes(i));
   const originals = fitting.filter((i) => !copyOf.has(i));
-  const chosen = declaredBase ?? originals[0] ?? fitting[0]!;
+  const chosen = declaredBase ?? originals.find((i) => roots.includes(i)) ?? originals[0] ?? fitting[0]!;
   const sharing = declaredBase !== undefined ? 1 : Math.max(1, originals.length);
   edges.push({
     parent: fingerprints[chosen]!.path,
