@@ -10,9 +10,10 @@ import type { Fingerprint } from '../../server/src/engine/fingerprint/fingerprin
 import { normalisedNames } from '../../server/src/engine/fingerprint/tensorNames';
 import { openCheckpoint } from '../../server/src/engine/formats/index';
 import { rankParents } from '../../server/src/engine/lineage/parent';
+import { readDeclaredLineage } from '../../server/src/engine/lineage/declared';
 import { lineageOf, findCheckpoints } from '../../server/src/engine/lineage/scan';
 import { makeTempDir } from '../helpers';
-import { readZoo } from './zooTruth';
+import { engineRelation, readZoo } from './zooTruth';
 
 const zooDir = process.argv[2] ?? '.cache/zoo/full';
 
@@ -39,7 +40,8 @@ async function main(): Promise<void> {
   }
   const fingerprintSeconds = (performance.now() - started) / 1000;
   started = performance.now();
-  const { edges } = lineageOf([...prints.values()]);
+  const declared = await readDeclaredLineage(modelsDir, [...prints.values()]);
+  const { edges } = lineageOf([...prints.values()], { declared });
   const lineageSeconds = (performance.now() - started) / 1000;
   peakRss = Math.max(peakRss, process.memoryUsage().rss);
   const megabytes = bytes / 1048576;
@@ -97,27 +99,42 @@ async function main(): Promise<void> {
   };
   for (const [key, cell] of [...cells].sort()) console.log(`  ${key}  ${pct(cell.ours, cell.total)}  (${cell.total})   [${paper[key] ?? '—'}]`);
 
-  // Whole-tree recovery.
-  const truthEdges = truth.models.filter((model) => model.parent);
+  // Whole-tree recovery: every true link (merges have several), typed.
+  const truthEdges = truth.models.flatMap((model) => model.parents.map((parent) => ({ parent, child: model.path, relation: engineRelation(model.relation) ?? 'finetune' })));
   const key = (parent: string, child: string) => `${parent} -> ${child}`;
   const undirected = (a: string, b: string) => [a, b].sort().join(' -- ');
-  const trueDirected = new Set(truthEdges.map((model) => key(model.parent!, model.path)));
-  const trueUndirected = new Set(truthEdges.map((model) => undirected(model.parent!, model.path)));
+  const trueDirected = new Map(truthEdges.map((link) => [key(link.parent, link.child), link]));
+  const trueUndirected = new Map(truthEdges.map((link) => [undirected(link.parent, link.child), link]));
   const familyOf = new Map(truth.models.map((model) => [model.path, model.family]));
-  const relationOf = new Map(truth.models.map((model) => [model.path, model.relation]));
   const directed = edges.filter((edge) => trueDirected.has(key(edge.parent, edge.child))).length;
   const anyDirection = edges.filter((edge) => trueUndirected.has(undirected(edge.parent, edge.child))).length;
-  const crossFamily = edges.filter((edge) => familyOf.get(edge.parent) !== familyOf.get(edge.child)).length;
-  const typed = edges.filter((edge) => trueDirected.has(key(edge.parent, edge.child)));
-  const expectedRelation = (relation: string | null | undefined) => (relation === 'lowrank-merge' ? 'finetune' : relation);
-  const typedRight = typed.filter((edge) => expectedRelation(relationOf.get(edge.child)) === edge.relation).length;
-  console.log('\nWhole-tree recovery (scan)');
-  console.log(`  edges found ${edges.length}, true edges ${truthEdges.length}`);
+  const crossFamily = edges.filter((edge) => familyOf.get(edge.parent) !== familyOf.get(edge.child));
+  console.log('\nWhole-tree recovery (scan, with declared metadata)');
+  console.log(`  edges found ${edges.length}, true links ${truthEdges.length}`);
   console.log(`  undirected: precision ${pct(anyDirection, edges.length)}, recall ${pct(anyDirection, truthEdges.length)}`);
   console.log(`  directed:   precision ${pct(directed, edges.length)}, recall ${pct(directed, truthEdges.length)}`);
   console.log(`  right direction among correctly placed edges: ${pct(directed, anyDirection)}`);
-  console.log(`  edges between unrelated families: ${crossFamily}`);
-  console.log(`  relation type right on correct edges: ${pct(typedRight, typed.length)} (low-rank merges count as finetune until adapters are typed)`);
+  console.log(`  edges between unrelated families: ${crossFamily.length}` +
+    (crossFamily.length ? ` (${crossFamily.map((edge) => `${edge.relation} ${(100 * edge.confidence).toFixed(0)}%`).join(', ')})` : ''));
+  // Converted copies are aliases: either direction is right.
+  console.log('  by relation: links found with the right direction, and typed right among those');
+  const relations = [...new Set(truthEdges.map((link) => link.relation))].sort();
+  let typedRight = 0;
+  let placed = 0;
+  for (const relation of relations) {
+    const links = truthEdges.filter((link) => link.relation === relation);
+    const found = links.flatMap((link) => {
+      const edge = edges.find((candidate) =>
+        relation === 'converted' ? undirected(candidate.parent, candidate.child) === undirected(link.parent, link.child) : candidate.parent === link.parent && candidate.child === link.child,
+      );
+      return edge ? [edge] : [];
+    });
+    const right = found.filter((edge) => edge.relation === relation).length;
+    typedRight += right;
+    placed += found.length;
+    console.log(`    ${relation.padEnd(10)} found ${pct(found.length, links.length)} (${found.length}/${links.length}), typed right ${pct(right, found.length)}`);
+  }
+  console.log(`    ${'all'.padEnd(10)} typed right on found links: ${pct(typedRight, placed)}`);
   temp.cleanup();
 }
 
