@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
 import type { LanguageClient } from 'vscode-languageclient/node';
+import { PARENT_METHODS, type ParentMethod } from '../../server/src/engine/lineage/methods';
 import { FindParentRequest, LineageRequest, RescanRequest, type GraphEdge } from '../../server/src/protocol';
 import type { LineageModel } from './lineageModel';
 import { formatBytes } from '../../server/src/engine/units';
@@ -7,6 +8,26 @@ import { nodeName, percent } from './presentation';
 import { showComparison, showInspectReport } from './reports';
 
 type CheckpointPick = vscode.QuickPickItem & { uri: string };
+
+const METHOD_DESCRIPTIONS: Readonly<Record<string, string>> = {
+  auto: 'weight evidence, or the learned detector where names differ',
+  weights: 'fingerprints: inherited values and weight distance',
+  detector: 'the learned lineage detector (runs the models)',
+};
+
+/** The method for Find Parent: the setting's choice first, then every other. */
+async function pickMethod(): Promise<ParentMethod | undefined> {
+  const configured = vscode.workspace.getConfiguration('neuralLineage').get<ParentMethod>('method', 'auto');
+  const methods = [configured, ...PARENT_METHODS.filter((method) => method !== configured)];
+  const picked = await vscode.window.showQuickPick(
+    methods.map((method) => ({
+      label: method,
+      description: METHOD_DESCRIPTIONS[method] ?? (method.endsWith('-approx') ? 'representations with the fine-tuning approximation' : 'representations compared directly'),
+    })),
+    { title: 'Method' },
+  );
+  return picked?.label as ParentMethod | undefined;
+}
 
 /** The command palette's lineage queries; each also takes a checkpoint URI from menus. */
 export function registerCommands(client: LanguageClient, model: LineageModel, showGraph: (focus?: vscode.Uri) => void): vscode.Disposable[] {
@@ -63,9 +84,11 @@ export function registerCommands(client: LanguageClient, model: LineageModel, sh
         if (!picked || picked.length === 0) return;
         candidates = picked.map((item) => item.uri);
       }
+      const method = await pickMethod();
+      if (!method) return;
       const result = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: 'Neural Lineage: ranking candidate parents', cancellable: true },
-        (_progress, token) => client.sendRequest(FindParentRequest, { child: child.toString(), candidates }, token),
+        (_progress, token) => client.sendRequest(FindParentRequest, { child: child.toString(), candidates, method }, token),
       );
       const items = result.ranking.map((entry): CheckpointPick => ({
         label: `${entry.candidate === result.parent ? '$(star-full) ' : ''}${vscode.workspace.asRelativePath(vscode.Uri.parse(entry.candidate))}`,
@@ -73,7 +96,7 @@ export function registerCommands(client: LanguageClient, model: LineageModel, sh
         detail: entry.relativeDistance === undefined ? undefined : `relative weight distance ${entry.relativeDistance.toPrecision(3)}`,
         uri: entry.candidate,
       }));
-      const title = result.parent ? `Parent: ${vscode.workspace.asRelativePath(vscode.Uri.parse(result.parent))}` : 'No candidate is related to this checkpoint';
+      const title = (result.parent ? `Parent: ${vscode.workspace.asRelativePath(vscode.Uri.parse(result.parent))}` : 'No candidate is related to this checkpoint') + ` (${result.method})`;
       const chosen = await vscode.window.showQuickPick(items, { title });
       if (chosen) await vscode.commands.executeCommand('vscode.open', vscode.Uri.parse(chosen.uri));
     }),

@@ -5,6 +5,7 @@
 import { NotificationType, RequestType, RequestType0 } from 'vscode-languageserver-protocol';
 import type { InspectReport } from './engine/inspect';
 import type { Relation } from './engine/lineage/derived';
+import type { ParentMethod } from './engine/lineage/methods';
 
 export type { InspectReport, Relation };
 
@@ -87,13 +88,20 @@ export interface FindParentParams {
   readonly child: string;
   /** Candidate URIs; when absent, every other checkpoint of the workspace. */
   readonly candidates?: readonly string[];
+  /** When absent, the `neuralLineage.method` setting. */
+  readonly method?: ParentMethod;
 }
 
 export interface FindParentResult {
   readonly child: string;
   readonly parent?: string;
   readonly ranking: readonly { candidate: string; probability: number; related: boolean; relativeDistance?: number }[];
-  readonly method: string;
+  /** The method that answered (auto names the one it used). */
+  readonly method: ParentMethod;
+  /** How: the device, model and probe of the model-running methods. */
+  readonly details: string;
+  /** The learned detector's probability that no candidate is the parent. */
+  readonly noParent?: number;
 }
 
 export const FindParentRequest = new RequestType<FindParentParams, FindParentResult, void>('neuralLineage/findParent');
@@ -143,4 +151,8 @@ export interface LineageSettings {
   /** Where fingerprints are cached; empty means the extension's storage. */
   readonly cacheDirectory: string;
   readonly device: 'auto' | 'cpu' | 'gpu';
+  /** Default method of Find Parent. */
+  readonly method: ParentMethod;
+  /** Probe inputs of the representation methods (.npy/.npz or a folder of images); empty: the built-in probe. */
+  readonly probeData: string;
 }

@@ -26,7 +26,7 @@ import { describeError } from './engine/errors';
 import { defaultCacheDirectory, FingerprintCache } from './engine/fingerprint/cache';
 import { inspectCheckpoint, type InspectReport } from './engine/inspect';
 import { compareFingerprints } from './engine/lineage/compare';
-import { rankParentsSettled } from './engine/lineage/exactPass';
+import { findParent } from './engine/lineage/parentQuery';
 import { WorkspaceIndex, type IndexSnapshot } from './engine/lineage/workspaceIndex';
 import { ancestorEdges, descendantEdges, lineageMarkdown } from './lineageMarkdown';
 import {
@@ -45,7 +45,7 @@ import { reportMarkdown } from './reportMarkdown';
 
 const connection = createConnection(ProposedFeatures.all);
 const documents = new TextDocuments(TextDocument);
-const DEFAULT_SETTINGS: LineageSettings = { maxFileSizeMB: 0, include: ['**/*'], exclude: ['**/node_modules/**', '**/.git/**'], cacheDirectory: '', device: 'auto' };
+const DEFAULT_SETTINGS: LineageSettings = { maxFileSizeMB: 0, include: ['**/*'], exclude: ['**/node_modules/**', '**/.git/**'], cacheDirectory: '', device: 'auto', method: 'auto', probeData: '' };
 let settings = DEFAULT_SETTINGS;
 let workspaceFolders: WorkspaceFolder[] = [];
 let storagePath: string | undefined;
@@ -317,7 +317,7 @@ connection.onRequest(LineageRequest, ({ uri }) => {
   };
 });
 
-connection.onRequest(FindParentRequest, async ({ child, candidates }, token) => {
+connection.onRequest(FindParentRequest, async ({ child, candidates, method }, token) => {
   if (!index) throw new Error('the server is not initialised');
   const controller = new AbortController();
   token.onCancellationRequested(() => controller.abort());
@@ -326,17 +326,24 @@ connection.onRequest(FindParentRequest, async ({ child, candidates }, token) => 
   const candidateFiles = candidates?.map((uri) => fileURLToPath(uri)) ?? index.snapshot().checkpoints.filter((c) => !c.error && c.path !== childFile).map((c) => c.path);
   const prints = [];
   for (const file of candidateFiles) prints.push(await index.fingerprintAnywhere(file, controller.signal));
-  const answer = await rankParentsSettled(childPrint, prints, controller.signal);
+  const answer = await findParent(childPrint, prints, {
+    method: method ?? settings.method,
+    probe: settings.probeData || undefined,
+    device: settings.device,
+    signal: controller.signal,
+  });
   return {
     child,
-    parent: answer.parent ? toUri(answer.parent.fingerprint.path) : undefined,
+    parent: answer.parent ? toUri(answer.parent) : undefined,
     ranking: answer.ranking.map((entry) => ({
-      candidate: toUri(entry.fingerprint.path),
+      candidate: toUri(entry.candidate),
       probability: entry.probability,
-      related: entry.comparison.related,
-      relativeDistance: Number.isFinite(entry.comparison.relativeDistance) ? entry.comparison.relativeDistance : undefined,
+      related: entry.related,
+      relativeDistance: entry.relativeDistance ?? undefined,
     })),
-    method: 'weights',
+    method: answer.method,
+    details: answer.details,
+    ...(answer.noParent === undefined ? {} : { noParent: answer.noParent }),
   };
 });
 

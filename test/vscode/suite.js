@@ -425,7 +425,7 @@ test('Show Ancestors and Show Descendants list the lineage and open the picked c
 
 test('Find Parent ranks the workspace checkpoints and puts the parent first', async () => {
   const { child, parent } = demoEdge('pruned');
-  await runAcceptingPicks('neuralLineage.findParent', workspaceUri(...child.split('/')), 2);
+  await runAcceptingPicks('neuralLineage.findParent', workspaceUri(...child.split('/')), 3);
   await waitFor('the parent to open', () => activeTabUri() === workspaceUri(...parent.split('/')).toString());
   await closeEditors();
 });

@@ -1,5 +1,8 @@
 import { parseArgs } from 'node:util';
 import { describeComputeDevices } from '../engine/compute/devices';
+import type { DevicePreference } from '../engine/compute/tfjsBackend';
+import { isParentMethod, PARENT_METHODS } from '../engine/lineage/methods';
+import { DEFAULT_ALPHA } from '../engine/repr/representation';
 import { defaultCacheDirectory, FingerprintCache } from '../engine/fingerprint/cache';
 import { runInspect } from './inspectCommand';
 import { runParent } from './parentCommand';
@@ -10,8 +13,9 @@ const USAGE = `Usage: neural-lineage <command> [options]
 Commands:
   inspect FILE... [--json] [--all]      format, tensors, parameters, dtypes, shapes and declared
                                         metadata of checkpoints; reads headers only
-  parent CHILD --candidates P... [--json]
-                                        which candidate CHILD was fine-tuned from, or none
+  parent CHILD --candidates P... [--method M] [--probe PATH] [--alpha A] [--device D] [--json]
+                                        which candidate CHILD was fine-tuned from, or none;
+                                        M is ${PARENT_METHODS.join(', ')}
   scan DIR [--json|--dot|--mermaid]     every checkpoint under DIR and the lineage graph
   devices [--device auto|cpu|gpu] [--json]
                                         the compute backends that load here, in the order used
@@ -19,11 +23,23 @@ Commands:
 Options:
   --json             machine-readable output on stdout
   --all              (inspect) list every tensor, not only the first ones
+  --method M         (parent) weights: fingerprints; repr-*: features of a probe compared
+                     directly or with the fine-tuning approximation (-approx); detector: the
+                     learned detector; auto (default): weights, else the detector
+  --probe PATH       (parent) probe inputs: .npy/.npz or a folder of PNG/PGM/PPM images
+                     (default: a deterministic synthetic batch shaped for the model)
+  --alpha A          (parent) weight of the fine-tuning approximation (default ${DEFAULT_ALPHA})
+  --device D         auto, cpu or gpu: where forward passes run
   --cache-dir DIR    where fingerprints are kept (default ${defaultCacheDirectory()})
   -h, --help         this help
 `;
 
 class UsageError extends Error {}
+
+function devicePreference(device: string | undefined): DevicePreference {
+  if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') throw new UsageError('--device is auto, cpu or gpu');
+  return device;
+}
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -42,6 +58,9 @@ async function main(argv: readonly string[]): Promise<number> {
       candidates: { type: 'string', multiple: true },
       'cache-dir': { type: 'string' },
       device: { type: 'string', default: 'auto' },
+      method: { type: 'string', default: 'auto' },
+      probe: { type: 'string' },
+      alpha: { type: 'string' },
     },
   });
   const cache = new FingerprintCache(values['cache-dir'] ?? defaultCacheDirectory());
@@ -55,7 +74,11 @@ async function main(argv: readonly string[]): Promise<number> {
       const [child, ...more] = positionals;
       const candidates = [...(values.candidates ?? []), ...more];
       if (!child || candidates.length === 0) throw new UsageError('parent needs CHILD and --candidates P...');
-      return runParent(child, candidates, cache, values.json ?? false, write);
+      const method = values.method ?? 'auto';
+      if (!isParentMethod(method)) throw new UsageError(`--method is one of ${PARENT_METHODS.join(', ')}`);
+      const alpha = values.alpha === undefined ? undefined : Number(values.alpha);
+      if (alpha !== undefined && !Number.isFinite(alpha)) throw new UsageError('--alpha needs a number');
+      return runParent(child, candidates, cache, values.json ?? false, { method, probe: values.probe, alpha, device: devicePreference(values.device) }, write);
     }
     case 'scan': {
       if (positionals.length !== 1) throw new UsageError('scan needs one DIR');
@@ -64,9 +87,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return runScan(positionals[0]!, format, cache, write, progress);
     }
     case 'devices': {
-      const device = values.device;
-      if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') throw new UsageError('--device is auto, cpu or gpu');
-      const devices = await describeComputeDevices(device);
+      const devices = await describeComputeDevices(devicePreference(values.device));
       if (values.json) {
         write(JSON.stringify(devices, null, 2) + '\n');
       } else {
