@@ -153,7 +153,7 @@ async function byRepresentation(
         parent,
         ranking,
         method: options.method,
-        details: [`${model.description} on ${model.device}, probe ${probe.source} (${probe.rows} samples)`, detector?.description, ...skipped].filter(Boolean).join('; '),
+        details: [`${model.description} on ${model.device}, probe ${probe.source}`, detector?.description, ...skipped].filter(Boolean).join('; '),
         exactPass: false,
         ...(noParent === undefined ? {} : { noParent }),
       };
