@@ -13,6 +13,7 @@ import { rankParents } from '../../server/src/engine/lineage/parent';
 import { readDeclaredLineage } from '../../server/src/engine/lineage/declared';
 import { lineageOf, findCheckpoints } from '../../server/src/engine/lineage/scan';
 import { makeTempDir } from '../helpers';
+import { benchMethods } from './methodsBench';
 import { engineRelation, readZoo } from './zooTruth';
 
 const zooDir = process.argv[2] ?? '.cache/zoo/full';
@@ -139,6 +140,7 @@ async function main(): Promise<void> {
     console.log(`    ${relation.padEnd(10)} found ${pct(found.length, links.length)} (${found.length}/${links.length}), typed right ${pct(right, found.length)}`);
   }
   console.log(`    ${'all'.padEnd(10)} typed right on found links: ${pct(typedRight, placed)}`);
+  await benchMethods(truth, modelsDir, prints, path.join(zooDir, 'probe.npy'));
   temp.cleanup();
 }
 

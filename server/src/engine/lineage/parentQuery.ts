@@ -82,9 +82,12 @@ async function byWeights(child: Fingerprint, candidates: readonly Fingerprint[],
   };
 }
 
-/** The shipped detector: next to the bundle (dist/) or beside this module's sources. */
+/**
+ * The shipped detector: beside the bundles (esbuild.js copies it to dist/), or in the sources
+ * when this module runs compiled by tsc under out/server/src/engine/lineage.
+ */
 export function detectorFiles(): { onnx: string; json: string } {
-  const places = [__dirname, path.resolve(__dirname, '..', '..', '..', '..', 'server', 'src', 'engine', 'detector'), path.resolve(__dirname, '..', 'detector')];
+  const places = [__dirname, path.resolve(__dirname, '..', '..', '..', '..', '..', 'server', 'src', 'engine', 'detector')];
   const place = places.find((folder) => existsSync(path.join(folder, 'lineageDetector.onnx'))) ?? places[0]!;
   return { onnx: path.join(place, 'lineageDetector.onnx'), json: path.join(place, 'lineageDetector.json') };
 }
@@ -181,7 +184,7 @@ export function parseRepresentationMethod(method: string): { metric: SimilarityM
 }
 
 /** The feature extractor's matrices of a candidate and the child, for the detector's weight tokens. */
-function matrixPairs(model: FeatureModel, parent: ReadonlyMap<string, Float32Array>, child: ReadonlyMap<string, Float32Array>): MatrixPair[] {
+export function matrixPairs(model: FeatureModel, parent: ReadonlyMap<string, Float32Array>, child: ReadonlyMap<string, Float32Array>): MatrixPair[] {
   const pairs: MatrixPair[] = [];
   for (const [name, shape] of model.parameters) {
     if (shape.length < 2 || /running_(mean|var)$/.test(name)) continue;
