@@ -5,8 +5,7 @@
  * /usr/bin/python3 with torch, numpy and the Fashion-MNIST package).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CheckpointError } from '../../server/src/engine/errors';
@@ -18,11 +17,11 @@ import { decodeImage, defaultProbe, loadProbe, probeFor, resize, type Probe } fr
 import { DEFAULT_ALPHA, scoreCandidates, type ParameterValues } from '../../server/src/engine/repr/representation';
 import { loadParameters, openStateDictFeatureModel } from '../../server/src/engine/repr/stateDictModel';
 import { readZoo, type ZooQuery } from '../bench/zooTruth';
-import { fixturePath, makeTempDir, REPO_ROOT } from '../helpers';
+import { fixturePath, makeTempDir } from '../helpers';
 import { usingCheckpoint } from './checkpointTesting';
 import { seededRandom } from './random';
+import { ensureSmallZoo } from './smallZoo';
 
-const PYTHON = '/usr/bin/python3';
 const IMAGES = fixturePath('repr', 'images');
 const PIXEL = 1 / 255;
 
@@ -350,9 +349,6 @@ describe('the fine-tuning approximation', () => {
 });
 
 describe('the small zoo', () => {
-  const ZOO_DIR = path.join(REPO_ROOT, '.cache', 'zoo', 'small');
-  const PROBE = path.join(ZOO_DIR, 'probe.npy');
-  const GENERATE_TIMEOUT_MS = 5 * 60 * 1000;
   /**
    * Measured on seed 0 (14 fine-tune queries) with the default α: l1 top-1 8/14 direct and
    * 8/14 with the approximation (the full zoo, 85 queries, gains: 56 → 58). The bound allows
@@ -361,20 +357,9 @@ describe('the small zoo', () => {
   const MIN_APPROXIMATION_TOP1 = 0.5;
   const MIN_QUERIES = 10;
 
+  let ZOO_DIR: string;
   before(() => {
-    for (const args of [
-      [path.join(REPO_ROOT, 'test', 'zoo', 'make_zoo.py'), '--out', ZOO_DIR, '--preset', 'small'],
-      ...(existsSync(PROBE) ? [] : [[path.join(REPO_ROOT, 'test', 'zoo', 'make_probe.py'), '--out', PROBE]]),
-    ]) {
-      const run = spawnSync(PYTHON, args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: GENERATE_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 });
-      if (run.status !== 0) {
-        const output = `${run.stdout ?? ''}\n${run.stderr ?? ''}`.trim().split('\n').slice(-15).join('\n');
-        assert.fail(
-          `${path.basename(args[0]!)} failed (${run.error?.message ?? `exit status ${run.status}`}); it needs ${PYTHON} with torch, numpy and ` +
-            `dataset-fashion-mnist (apt-get install -y --no-install-recommends python3-torch python3-numpy dataset-fashion-mnist):\n${output}`,
-        );
-      }
-    }
+    ZOO_DIR = ensureSmallZoo();
   });
 
   /**
@@ -419,7 +404,7 @@ describe('the small zoo', () => {
         const values = await load(candidate.path, model);
         if (values) runnable.push({ path: candidate.path, values });
       }
-      const probe = await loadProbe(PROBE, model.inputShape, { rows: 128 });
+      const probe = await loadProbe(path.join(ZOO_DIR, 'probe.npy'), model.inputShape, { rows: 128 });
       const scores = await scoreCandidates(model, probe, child, runnable.map((candidate) => candidate.values), { metric: 'l1', approximation: true });
       const best = (key: 'direct' | 'score') => runnable[scores.reduce((top, entry, i) => (entry[key] > scores[top]![key] ? i : top), 0)]!.path;
       queries++;

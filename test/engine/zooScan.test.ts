@@ -2,14 +2,9 @@
  * End to end: scan the small model zoo (real PyTorch training, see test/zoo/README.md) and
  * check the recovered lineage against its truth.json.
  *
- * The zoo lives in .cache/zoo/small. make_zoo.py is run every time: it returns at once when
- * the zoo there is up to date (same generator source, preset and seed) and otherwise trains
- * it again (about 30 s). That needs Debian's /usr/bin/python3 with torch, numpy and the
- * Fashion-MNIST package, which .ci/run installs; without them this test fails, it does not
- * skip.
+ * The zoo lives in .cache/zoo/small; smallZoo.ts builds it when it is missing or stale.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { FingerprintCache } from '../../server/src/engine/fingerprint/cache';
@@ -17,11 +12,8 @@ import type { Fingerprint } from '../../server/src/engine/fingerprint/fingerprin
 import { rankParents } from '../../server/src/engine/lineage/parent';
 import { scanFolder, type ScanResult } from '../../server/src/engine/lineage/scan';
 import { engineRelation, readZoo, type ZooTruth } from '../bench/zooTruth';
-import { makeTempDir, REPO_ROOT } from '../helpers';
-
-const PYTHON = '/usr/bin/python3';
-const ZOO_DIR = path.join(REPO_ROOT, '.cache', 'zoo', 'small');
-const GENERATE_TIMEOUT_MS = 5 * 60 * 1000;
+import { makeTempDir } from '../helpers';
+import { ensureSmallZoo } from './smallZoo';
 
 /**
  * Thresholds, set a little below what the engine achieves on the small zoo (seed 0, torch
@@ -35,23 +27,6 @@ const MIN_UNDIRECTED_RECALL = 0.85;
 const MIN_DIRECTED_RECALL = 0.8;
 const MIN_QUERY_TOP1 = 0.9;
 
-function ensureZoo(): void {
-  const args = [path.join(REPO_ROOT, 'test', 'zoo', 'make_zoo.py'), '--out', ZOO_DIR, '--preset', 'small'];
-  const run = spawnSync(PYTHON, args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: GENERATE_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 });
-  if (run.status === 0) return;
-  const output = `${run.stdout ?? ''}\n${run.stderr ?? ''}`.trim().split('\n').slice(-20).join('\n');
-  const probe = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8', timeout: 120_000 });
-  if (probe.error || probe.status !== 0) {
-    assert.fail(
-      `The model zoo test needs ${PYTHON} with torch and numpy, which it cannot import ` +
-        `(${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}). On Debian: ` +
-        'apt-get install -y --no-install-recommends python3-torch python3-numpy dataset-fashion-mnist (as .ci/run does).',
-    );
-  }
-  const why = run.error ? `${run.error.message}` : `exit status ${run.status}${run.signal ? `, signal ${run.signal}` : ''}`;
-  assert.fail(`make_zoo.py failed to generate ${ZOO_DIR} (${why}):\n${output}`);
-}
-
 let truth: ZooTruth;
 let modelsDir: string;
 let result: ScanResult;
@@ -59,8 +34,7 @@ let prints: Map<string, Fingerprint>;
 let temp: { dir: string; cleanup: () => void };
 
 before(async () => {
-  ensureZoo();
-  ({ truth, modelsDir } = readZoo(ZOO_DIR));
+  ({ truth, modelsDir } = readZoo(ensureSmallZoo()));
   temp = makeTempDir('zoo-scan-');
   const cache = new FingerprintCache(temp.dir);
   result = await scanFolder(modelsDir, { cache });
