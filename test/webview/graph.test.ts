@@ -91,7 +91,7 @@ describe('ancestry graph webview', () => {
     }
     assert.match(await page.innerText('.counts'), /11 checkpoints · 9 links/);
     assert.match(await page.innerText('.conflicts'), /1 conflict/);
-    assert.equal(await page.locator('.legend li').count(), 9, 'eight relations and the unreadable mark');
+    assert.equal(await page.locator('.legend li').count(), 10, 'nine relations and the unreadable mark');
   });
 
   it('styles each relation differently, with dashed copies, dotted adapters and double merges', async () => {
