@@ -1,6 +1,8 @@
 // Bundles the client, the language server and the CLI with esbuild. Type-checking is separate
 // (`npm run typecheck`), as in vscode-extension-samples' esbuild-sample.
 const esbuild = require('esbuild');
+const fs = require('node:fs');
+const path = require('node:path');
 
 const watch = process.argv.includes('--watch');
 const production = process.argv.includes('--production');
@@ -33,7 +35,16 @@ const builds = [
   { ...common, entryPoints: ['server/src/cli/main.ts'], outfile: 'dist/cli.js', external: nativeModules, banner: { js: '#!/usr/bin/env node' } },
 ];
 
+/** The learned detector's weights load at run time from beside the server and CLI bundles. */
+const DETECTOR_FILES = ['lineageDetector.onnx', 'lineageDetector.json'];
+
+function copyDetector() {
+  fs.mkdirSync('dist', { recursive: true });
+  for (const file of DETECTOR_FILES) fs.copyFileSync(path.join('server', 'src', 'engine', 'detector', file), path.join('dist', file));
+}
+
 async function main() {
+  copyDetector();
   if (watch) {
     for (const options of builds) await (await esbuild.context(options)).watch();
     return;
