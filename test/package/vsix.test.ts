@@ -86,7 +86,7 @@ test('the package script packages for one platform with the runtime dependencies
 });
 
 test('holds the manifest, the bundles, the webview scripts and the media', () => {
-  for (const name of ['extension.vsixmanifest', 'extension/package.json', 'extension/dist/client.js', 'extension/dist/server.js', 'extension/dist/cli.js']) {
+  for (const name of ['extension.vsixmanifest', 'extension/package.json', 'extension/dist/client.js', 'extension/dist/server.js', 'extension/dist/cli.js', 'extension/dist/lineageDetector.onnx', 'extension/dist/lineageDetector.json']) {
     assert.ok(names.includes(name), `${name} is missing from the .vsix`);
   }
   assert.ok(names.some((n) => /^extension\/dist\/webview\/[^/]+\.js$/.test(n)), 'no webview script under extension/dist/webview/');
