@@ -41,8 +41,11 @@ export function lineageMarkdown(snapshot: IndexSnapshot, file: string, label: (f
   const ancestors = ancestorEdges(snapshot, file);
   const parent = ancestors[0];
   const uri = pathToFileURL(file).toString();
+  // A merge has an edge from each of its parents; the chain of ancestors follows the first.
+  const parents = snapshot.edges.filter((edge) => edge.child === file);
   if (parent) {
-    lines.push(`**${RELATION_WORDS[parent.relation]}** \`${label(parent.parent)}\` — confidence ${(parent.confidence * 100).toFixed(0)}%`);
+    const named = parents.map((edge) => `\`${label(edge.parent)}\``).join(' + ');
+    lines.push(`**${RELATION_WORDS[parent.relation]}** ${named} — confidence ${(parent.confidence * 100).toFixed(0)}%`);
     lines.push('', `_${parent.evidence}_`);
     if (ancestors.length > 1) lines.push('', `ancestors: ${ancestors.slice(1).map((edge) => `\`${label(edge.parent)}\``).join(' ← ')}`);
   } else if (snapshot.checkpoints.some((checkpoint) => checkpoint.path === file && !checkpoint.error)) {
