@@ -5,11 +5,11 @@ import type { FormatName } from '../formats/checkpoint';
 import { isDecodable, undecodableReason, type DType } from '../formats/dtype';
 import { openCheckpoint } from '../formats/index';
 import type { Tensor } from '../formats/tensor';
-import { CONTENT_SEEDS, mix32, ROW_PROJECTION_SEED, ROW_SAMPLE_SEED, SAMPLE_SEED, SKETCH_SEED } from './elementHash';
+import { CONTENT_SEED, mix32, ROW_PROJECTION_SEED, ROW_SAMPLE_SEED, SAMPLE_SEED, SKETCH_SEED } from './elementHash';
 import { normalisedNames } from './tensorNames';
 
 /** Bumped whenever the fingerprint's content or meaning changes; cached ones of other versions are recomputed. */
-export const FINGERPRINT_VERSION = 2;
+export const FINGERPRINT_VERSION = 3;
 /** Count-sketch buckets per tensor; tensors this small or smaller are kept exactly instead. */
 export const SKETCH_BUCKETS = 256;
 /** Values sampled per tensor; tensors this small or smaller are kept whole. */
@@ -216,7 +216,11 @@ export async function fingerprintTensor(tensor: Tensor, name: string, signal?: A
   };
 }
 
-/** Two 32-bit sums of hashed float32 bit patterns: a multiset hash, so the order of values does not matter. */
+/**
+ * Two 32-bit sums over the values' float32 bit patterns, each mixed once (a murmur-style
+ * finaliser, inlined: it runs once per weight): a multiset hash, so the order of values does
+ * not matter. The second sum adds a different function of the same mix.
+ */
 class ContentHash {
   private readonly sums = new Uint32Array(2);
 
@@ -229,8 +233,11 @@ class ContentHash {
       // -0 and +0 are the same weight; every NaN is the same missing value.
       if ((bits & 0x7fffffff) === 0) bits = 0;
       else if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x007fffff) !== 0) bits = 0x7fc00000;
-      first = (first + mix32(bits, CONTENT_SEEDS[0])) >>> 0;
-      second = (second + mix32(bits, CONTENT_SEEDS[1])) >>> 0;
+      let h = Math.imul(bits ^ CONTENT_SEED, 0x9e3779b1);
+      h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+      h ^= h >>> 13;
+      first = (first + h) >>> 0;
+      second = (second + Math.imul(h, h | 1)) >>> 0;
     }
     this.sums[0] = first;
     this.sums[1] = second;
