@@ -22,7 +22,11 @@ export class LineageModel implements vscode.Disposable {
     return this.current;
   }
 
-  /** Fetches the graph; calls made while a fetch runs are folded into one more fetch. */
+  /**
+   * Fetches the graph; calls made while a fetch runs are folded into one more fetch. A fetch
+   * cut off by a server crash keeps the last graph: the client restarts the server, which
+   * indexes again and says the graph changed.
+   */
   refresh(): Promise<void> {
     if (this.refreshing) {
       this.stale = true;
@@ -31,8 +35,8 @@ export class LineageModel implements vscode.Disposable {
     this.refreshing = (async () => {
       do {
         this.stale = false;
-        const graph = await this.client.sendRequest(GraphRequest);
-        if (graph.version >= this.current.version || graph.nodes.length !== this.current.nodes.length) {
+        const graph = await this.client.sendRequest(GraphRequest).catch(() => undefined);
+        if (graph && (graph.version >= this.current.version || graph.nodes.length !== this.current.nodes.length)) {
           this.current = graph;
           this.changed.fire(graph);
         }
