@@ -90,6 +90,18 @@ describe('the small zoo, held out from the detector', () => {
     assert.equal(answer.ranking.length, query.candidates.length);
   });
 
+  test('a Keras copy runs as the same network: its features equal its PyTorch source\'s exactly', async () => {
+    const copy = truth.models.find((model) => model.format === 'keras-h5' && model.architecture === 'mlp')!;
+    const other = truth.models.find((model) => model.path !== copy.parent && model.architecture === 'mlp' && model.relation === 'finetune')!;
+    const answer = await findParent(await located(copy.path), [await located(other.path), await located(copy.parent!)], {
+      method: 'repr-l1',
+      probe: path.join(zooDir, 'probe.npy'),
+    });
+    assert.equal(answer.parent, path.join(modelsDir, copy.parent!));
+    assert.ok(Math.abs(answer.ranking[0]!.score) < 1e-6, `l1 distance to the source ${answer.ranking[0]!.score}`);
+    assert.ok(answer.ranking[1]!.score < -1e-3, `a fine-tune's features differ: ${answer.ranking[1]!.score}`);
+  });
+
   test('a checkpoint whose architecture is not recognised says only weight-space methods apply', async () => {
     const adapter = truth.models.find((model) => model.format === 'peft-adapter')!;
     const base = truth.models.find((model) => model.path === adapter.parent)!;

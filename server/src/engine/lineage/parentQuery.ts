@@ -8,6 +8,7 @@ import type { Fingerprint } from '../fingerprint/fingerprint';
 import type { Checkpoint } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/index';
 import { recogniseArchitecture } from '../repr/architecture';
+import { inPytorchLayout } from '../repr/kerasLayout';
 import type { FeatureModel } from '../repr/featureModel';
 import { SIMILARITY_METRICS, type SimilarityMetric } from '../repr/metrics';
 import type { ParentMethod } from './methods';
@@ -98,7 +99,7 @@ async function byRepresentation(
   candidates: readonly Fingerprint[],
   options: ParentQueryOptions & { method: Exclude<ParentMethod, 'weights' | 'auto'> },
 ): Promise<ParentQueryAnswer> {
-  const childCheckpoint = await openCheckpoint(child.path);
+  const childCheckpoint = inPytorchLayout(await openCheckpoint(child.path));
   let model: FeatureModel | undefined;
   try {
     model = await featureModelFor(childCheckpoint, options.device);
@@ -113,7 +114,7 @@ async function byRepresentation(
         try {
           const checkpoint = await openCheckpoint(candidate.path);
           try {
-            usable.push({ index, values: await loadParameters(checkpoint, model, options.signal) });
+            usable.push({ index, values: await parametersFor(inPytorchLayout(checkpoint), model, options.signal) });
           } finally {
             await checkpoint.close();
           }
@@ -166,6 +167,25 @@ async function byRepresentation(
   } finally {
     await model?.dispose();
     await childCheckpoint.close();
+  }
+}
+
+/**
+ * A candidate's values for the model's parameters: by name, or — for the same architecture saved
+ * by another framework (a Keras child, PyTorch candidates) — layer by layer in the order the
+ * architecture runs them, when the candidate's own recognised parameters have the same shapes.
+ */
+async function parametersFor(checkpoint: Checkpoint, model: FeatureModel, signal?: AbortSignal): Promise<Map<string, Float32Array>> {
+  try {
+    return await loadParameters(checkpoint, model, signal);
+  } catch (byName) {
+    const recognition = recogniseArchitecture(checkpoint.tensors);
+    if ('reason' in recognition) throw byName;
+    const own = [...recognition.architecture.parameters];
+    const wanted = [...model.parameters];
+    if (own.length !== wanted.length || own.some(([, shape], i) => shape.join() !== wanted[i]![1].join())) throw byName;
+    const values = await loadParameters(checkpoint, { ...model, parameters: recognition.architecture.parameters }, signal);
+    return new Map(wanted.map(([name], i) => [name, values.get(own[i]![0])!]));
   }
 }
 
