@@ -5,15 +5,19 @@
  * measured on held-out families here.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FingerprintCache } from '../../server/src/engine/fingerprint/cache';
+import { openCheckpoint } from '../../server/src/engine/formats/index';
 import type { Fingerprint } from '../../server/src/engine/fingerprint/fingerprint';
 import { isParentMethod, PARENT_METHODS } from '../../server/src/engine/lineage/methods';
 import { findParent, parseRepresentationMethod } from '../../server/src/engine/lineage/parentQuery';
 import { readZoo, type ZooQuery, type ZooTruth } from '../bench/zooTruth';
 import { makeTempDir } from '../helpers';
+import { usingCheckpoint } from './checkpointTesting';
 import { ensureSmallZoo } from './smallZoo';
+import { weightGroup, writeTfjsModel } from './tfjsWriter';
 
 let zooDir: string;
 let truth: ZooTruth;
@@ -100,6 +104,29 @@ describe('the small zoo, held out from the detector', () => {
     assert.equal(answer.parent, path.join(modelsDir, copy.parent!));
     assert.ok(Math.abs(answer.ranking[0]!.score) < 1e-6, `l1 distance to the source ${answer.ranking[0]!.score}`);
     assert.ok(answer.ranking[1]!.score < -1e-3, `a fine-tune's features differ: ${answer.ranking[1]!.score}`);
+  });
+
+  test('a TensorFlow.js export of the same weights runs too', async () => {
+    const copy = truth.models.find((model) => model.format === 'keras-h5' && model.architecture === 'mlp')!;
+    const other = truth.models.find((model) => model.path !== copy.parent && model.architecture === 'mlp' && model.relation === 'finetune')!;
+    // The Keras copy's weights, renamed as tfjs-layers names them, in shards of 64 KB.
+    const weights = await usingCheckpoint(openCheckpoint(path.join(modelsDir, copy.path)), async (keras) =>
+      Promise.all(keras.tensors.map(async (tensor) => ({
+        name: tensor.name.replace(/^dense(_\d+)?\/(kernel|bias):0$/, (_all, suffix: string | undefined, role: string) => `dense_Dense${Number(suffix?.slice(1) ?? 0) + 1}/${role}`),
+        shape: tensor.shape,
+        dtype: 'float32' as const,
+        data: Buffer.from(Float32Array.from(await tensor.read()).buffer),
+      }))),
+    );
+    const folder = path.join(temp.dir, 'tfjs-export');
+    mkdirSync(folder);
+    const modelJson = writeTfjsModel(folder, { groups: [weightGroup(weights, 65536)], fields: { format: 'layers-model' } });
+    const answer = await findParent(await cache.get(modelJson), [await located(other.path), await located(copy.parent!)], {
+      method: 'repr-l1',
+      probe: path.join(zooDir, 'probe.npy'),
+    });
+    assert.equal(answer.parent, path.join(modelsDir, copy.parent!));
+    assert.ok(Math.abs(answer.ranking[0]!.score) < 1e-6, `l1 distance to the source ${answer.ranking[0]!.score}`);
   });
 
   test('a checkpoint whose architecture is not recognised says only weight-space methods apply', async () => {
