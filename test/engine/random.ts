@@ -2,18 +2,7 @@
  * Seeded pseudo-random numbers for tests: every run draws the same values, so a test that
  * passes once passes always, and a failure can be reproduced.
  */
-
-/** mulberry32: a small 32-bit generator with a full period, uniform on [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../server/src/engine/repr/probe';
 
 export interface Random {
   /** Uniform on [0, 1). */

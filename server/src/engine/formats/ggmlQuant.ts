@@ -1,7 +1,7 @@
-import { CheckpointError, throwIfAborted } from '../errors';
+import { CheckpointError } from '../errors';
 import type { ByteSource } from '../io/byteSource';
 import { decodeToFloat64, type DType } from './dtype';
-import { DEFAULT_CHUNK_ELEMENTS, elementCountOf, type ChunkOptions, type Quantization, type Tensor } from './tensor';
+import { DEFAULT_CHUNK_ELEMENTS, elementCountOf, readAhead, type ChunkOptions, type Quantization, type Tensor } from './tensor';
 
 /**
  * ggml's block quantizations (the tensor types of llama.cpp's GGUF files), dequantized the
@@ -358,23 +358,10 @@ export class BlockQuantizedTensor implements Tensor {
     return values;
   }
 
-  /**
-   * Streams whole blocks per chunk (the requested size rounded up to a block), reading one
-   * chunk ahead so the disk works while the caller computes on the current chunk.
-   */
-  async *chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
+  /** Streams whole blocks per chunk: the requested size rounded up to a block. */
+  chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
     const { blockElements } = this.format;
     const requested = Math.max(1, options.chunkElements ?? DEFAULT_CHUNK_ELEMENTS);
-    const step = Math.ceil(requested / blockElements) * blockElements;
-    const readFrom = (start: number) => this.read(start, Math.min(step, this.elementCount - start));
-    let pending = this.elementCount > 0 ? readFrom(0) : undefined;
-    for (let start = 0; pending; start += step) {
-      throwIfAborted(options.signal);
-      const current = await pending;
-      pending = start + step < this.elementCount ? readFrom(start + step) : undefined;
-      // A read left pending when the caller stops early must not surface as an unhandled rejection.
-      pending?.catch(() => undefined);
-      yield current;
-    }
+    return readAhead(this, Math.ceil(requested / blockElements) * blockElements, options.signal);
   }
 }

@@ -146,19 +146,25 @@ export class StoredTensor implements Tensor {
     return indices;
   }
 
-  /** Reads one chunk ahead, so the disk works while the caller computes on the current chunk. */
-  async *chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
-    const step = Math.max(1, options.chunkElements ?? DEFAULT_CHUNK_ELEMENTS);
-    const readFrom = (start: number) => this.read(start, Math.min(step, this.elementCount - start));
-    let pending = this.elementCount > 0 ? readFrom(0) : undefined;
-    for (let start = 0; pending; start += step) {
-      throwIfAborted(options.signal);
-      const current = await pending;
-      pending = start + step < this.elementCount ? readFrom(start + step) : undefined;
-      // A read left pending when the caller stops early must not surface as an unhandled rejection.
-      pending?.catch(() => undefined);
-      yield current;
-    }
+  chunks(options: ChunkOptions = {}): AsyncIterable<Float64Array> {
+    return readAhead(this, Math.max(1, options.chunkElements ?? DEFAULT_CHUNK_ELEMENTS), options.signal);
+  }
+}
+
+/**
+ * Streams a tensor in chunks of `step` elements through its `read`, one chunk ahead, so the
+ * disk works while the caller computes on the current chunk.
+ */
+export async function* readAhead(tensor: Pick<Tensor, 'elementCount' | 'read'>, step: number, signal?: AbortSignal): AsyncIterable<Float64Array> {
+  const readFrom = (start: number) => tensor.read(start, Math.min(step, tensor.elementCount - start));
+  let pending = tensor.elementCount > 0 ? readFrom(0) : undefined;
+  for (let start = 0; pending; start += step) {
+    throwIfAborted(signal);
+    const current = await pending;
+    pending = start + step < tensor.elementCount ? readFrom(start + step) : undefined;
+    // A read left pending when the caller stops early must not surface as an unhandled rejection.
+    pending?.catch(() => undefined);
+    yield current;
   }
 }
 

@@ -550,8 +550,8 @@ function smoothImage(target: Float32Array, height: number, width: number, random
   for (let i = 0; i < target.length; i++) target[i] = span > 0 ? (target[i]! - low) / span : 0.5;
 }
 
-/** mulberry32: a small 32-bit generator, uniform on [0, 1). */
-function mulberry32(seed: number): () => number {
+/** mulberry32: a small 32-bit generator with a full period, uniform on [0, 1); tests draw from it too. */
+export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
