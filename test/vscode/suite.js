@@ -472,7 +472,10 @@ test('restarts the language server after it crashes, and answers hovers again', 
   });
   const written = 'models/b7t8d/model_best.pth';
   const { document, position } = await openAt('train.py', written);
-  assertReport(await checkpointHover(document.uri, position), 'b7t8d/model_best.pth');
+  // Until the restarted server has indexed again, so the window does not close on its updates.
+  const text = await checkpointHover(document.uri, position, (markdown) => /parameters/.test(markdown) && !/indexing/.test(markdown));
+  assertReport(text, 'b7t8d/model_best.pth');
+  await settle(2000);
   await closeEditors();
 });
 
