@@ -11,6 +11,11 @@ export interface Checkpoint {
   /** Metadata declared in the file (safetensors `__metadata__`, non-tensor entries of a state dict, ...). */
   readonly metadata: Readonly<Record<string, unknown>>;
   readonly tensors: readonly Tensor[];
+  /**
+   * The network's layer graph as its framework saved it, as parsed JSON (Keras 2 `model_config`,
+   * Keras 3 config.json, a TF.js layers model's topology), for the executor that rebuilds it.
+   */
+  readonly modelConfig?: unknown;
   /** Problems that did not stop the reading (entries skipped, placeholders for unknown objects). */
   readonly warnings: readonly string[];
   close(): Promise<void>;

@@ -104,6 +104,7 @@ async function openKerasArchive(filePath: string): Promise<Checkpoint> {
       format: 'keras',
       metadata,
       tensors: weights.tensors,
+      ...(configJson === undefined ? {} : { modelConfig: configJson }),
       warnings: [...warnings, ...weights.warnings],
       close: () => file.close(),
     };
@@ -143,6 +144,8 @@ function parseJson(bytes: Buffer | string, what: string, warnings: string[]): un
 interface KerasWeights {
   readonly tensors: readonly Tensor[];
   readonly metadata: Record<string, unknown>;
+  /** Keras 2 `model.save`'s model_config, parsed. */
+  readonly modelConfig?: unknown;
   readonly warnings: readonly string[];
 }
 
@@ -193,8 +196,8 @@ async function readKeras2(file: Hdf5File, root: Hdf5Object, weightsGroup: Hdf5Ob
   }
   const optimizer = await root.child(KERAS2_OPTIMIZER_GROUP);
   if (optimizer) list.skippedTrainingState((await listAttribute(file, optimizer, 'weight_names')).length, KERAS2_OPTIMIZER_GROUP);
-  const { metadata, warnings } = await rootMetadata(root, weightsGroup === root);
-  return { tensors: list.tensors, metadata, warnings: [...warnings, ...list.warnings] };
+  const { metadata, modelConfig, warnings } = await rootMetadata(root, weightsGroup === root);
+  return { tensors: list.tensors, metadata, ...(modelConfig === undefined ? {} : { modelConfig }), warnings: [...warnings, ...list.warnings] };
 }
 
 async function readKeras3(file: Hdf5File, root: Hdf5Object): Promise<KerasWeights> {
@@ -274,9 +277,13 @@ async function listAttribute(file: Hdf5File, object: Hdf5Object, name: string): 
   return names;
 }
 
-/** The root's attributes as metadata; JSON configurations parsed, Keras 2's layer list left out. */
-async function rootMetadata(root: Hdf5Object, layerListOnRoot: boolean): Promise<{ metadata: Record<string, unknown>; warnings: string[] }> {
+/**
+ * The root's attributes as metadata, JSON configurations parsed and Keras 2's layer list left
+ * out; the model configuration also whole, for the executor.
+ */
+async function rootMetadata(root: Hdf5Object, layerListOnRoot: boolean): Promise<{ metadata: Record<string, unknown>; modelConfig?: unknown; warnings: string[] }> {
   const metadata: Record<string, unknown> = {};
+  let modelConfig: unknown;
   const warnings: string[] = [];
   for (const [name, attribute] of await root.attributes()) {
     if (layerListOnRoot && isListAttribute(name, 'layer_names')) continue;
@@ -289,7 +296,8 @@ async function rootMetadata(root: Hdf5Object, layerListOnRoot: boolean): Promise
       continue;
     }
     if (name === 'model_config' && typeof value === 'string') {
-      const summary = summarizeModelConfig(parseJson(value, 'model_config', warnings));
+      modelConfig = parseJson(value, 'model_config', warnings);
+      const summary = summarizeModelConfig(modelConfig);
       if (summary) metadata.model_config = summary;
     } else if (name === 'training_config' && typeof value === 'string') {
       const parsed = parseJson(value, 'training_config', warnings);
@@ -298,7 +306,7 @@ async function rootMetadata(root: Hdf5Object, layerListOnRoot: boolean): Promise
       metadata[name] = value;
     }
   }
-  return { metadata, warnings };
+  return { metadata, modelConfig, warnings };
 }
 
 interface ModelSummary {

@@ -115,7 +115,8 @@ async function openTfjs(filePath: string): Promise<Checkpoint> {
         tensors.push(tensor);
       }
     }
-    return { path: filePath, format: 'tfjs', metadata: describeModel(json), tensors, warnings, close: () => closeAll(shards) };
+    const modelConfig = layersModelConfig(json['modelTopology']);
+    return { path: filePath, format: 'tfjs', metadata: describeModel(json), tensors, ...(modelConfig ? { modelConfig } : {}), warnings, close: () => closeAll(shards) };
   } catch (error) {
     await closeAll(shards);
     throw error;
@@ -408,6 +409,12 @@ function describeModel(json: Record<string, unknown>): Record<string, unknown> {
   return metadata;
 }
 
+/** A layers model's configuration: the topology itself when tfjs-layers saved it, under model_config when converted from Keras; graph models have none. */
+function layersModelConfig(topology: unknown): Record<string, unknown> | undefined {
+  if (!isJsonObject(topology) || Array.isArray(topology['node'])) return undefined;
+  return isJsonObject(topology['model_config']) ? topology['model_config'] : topology;
+}
+
 function summariseTopology(topology: unknown): Record<string, unknown> | undefined {
   if (!isJsonObject(topology)) return undefined;
   if (Array.isArray(topology['node'])) {
@@ -415,8 +422,7 @@ function summariseTopology(topology: unknown): Record<string, unknown> | undefin
     const producer = isJsonObject(versions) ? versions['producer'] : undefined;
     return { kind: 'graph', nodes: topology['node'].length, ...(typeof producer === 'number' ? { producer } : {}) };
   }
-  // Saved by tfjs-layers: the model config is the topology; converted from Keras: it sits under model_config.
-  const modelConfig = isJsonObject(topology['model_config']) ? topology['model_config'] : topology;
+  const modelConfig = layersModelConfig(topology)!;
   const summary: Record<string, unknown> = { kind: 'layers' };
   const className = modelConfig['class_name'];
   if (typeof className === 'string') summary['class_name'] = className;

@@ -15,7 +15,9 @@ import type { ParentMethod } from './methods';
 import { openOnnxFeatureModel } from '../repr/onnxFeatureModel';
 import { probeFor } from '../repr/probe';
 import { DEFAULT_ALPHA, scoreCandidates } from '../repr/representation';
-import { loadParameters, openStateDictFeatureModel } from '../repr/stateDictModel';
+import { openKerasFeatureModel } from '../repr/kerasFeatureModel';
+import { outputsFirstMatrix, parametersFor } from '../repr/parameterMatching';
+import { openStateDictFeatureModel } from '../repr/stateDictModel';
 import { rankParentsSettled } from './exactPass';
 
 export interface ParentQueryOptions {
@@ -93,20 +95,23 @@ export function detectorFiles(): { onnx: string; json: string } {
   return { onnx: path.join(place, 'lineageDetector.onnx'), json: path.join(place, 'lineageDetector.json') };
 }
 
+/** Weights that overflow or a negative BatchNorm variance make NaN or infinite features, which no score can rank. */
+const NOT_FINITE = 'its features on the probe are not all finite numbers';
+
 /** The representation methods and the detector: forward passes of the child's architecture. */
 async function byRepresentation(
   child: Fingerprint,
   candidates: readonly Fingerprint[],
   options: ParentQueryOptions & { method: Exclude<ParentMethod, 'weights' | 'auto'> },
 ): Promise<ParentQueryAnswer> {
-  const childCheckpoint = inPytorchLayout(await openCheckpoint(child.path));
+  const childCheckpoint = await openCheckpoint(child.path);
   let model: FeatureModel | undefined;
   try {
     model = await featureModelFor(childCheckpoint, options.device);
     const detector = options.method === 'detector' ? await loadDetector(detectorFiles().onnx, detectorFiles().json) : undefined;
     try {
       const probe = await probeFor(model.inputShape, options.probe, detector ? { rows: detector.probeRows } : {});
-      const childValues = await loadParameters(childCheckpoint, model, options.signal);
+      const childValues = await parametersFor(childCheckpoint, model, options.signal);
       const usable: { index: number; values: Map<string, Float32Array> }[] = [];
       const unusable: { index: number; why: string }[] = [];
       for (const [index, candidate] of candidates.entries()) {
@@ -114,7 +119,7 @@ async function byRepresentation(
         try {
           const checkpoint = await openCheckpoint(candidate.path);
           try {
-            usable.push({ index, values: await parametersFor(inPytorchLayout(checkpoint), model, options.signal) });
+            usable.push({ index, values: await parametersFor(checkpoint, model, options.signal) });
           } finally {
             await checkpoint.close();
           }
@@ -127,14 +132,24 @@ async function byRepresentation(
       let noParent: number | undefined;
       if (detector) {
         const childFeatures = await model.features(probe.values, probe.rows, childValues, options.signal);
+        if (!childFeatures.values.every(Number.isFinite)) throw new Error(`${child.path}: ${NOT_FINITE} under its own weights`);
         const inputs: DetectorCandidate[] = [];
-        for (const { values } of usable) {
-          inputs.push({ weights: matrixPairs(model, values, childValues), features: { parent: await model.features(probe.values, probe.rows, values, options.signal), child: childFeatures } });
+        const scored: number[] = [];
+        for (const { index, values } of usable) {
+          const features = await model.features(probe.values, probe.rows, values, options.signal);
+          if (!features.values.every(Number.isFinite)) {
+            unusable.push({ index, why: NOT_FINITE });
+            continue;
+          }
+          inputs.push({ weights: matrixPairs(model, values, childValues), features: { parent: features, child: childFeatures } });
+          scored.push(index);
         }
         const result = await detector.score(inputs);
-        usable.forEach(({ index }, k) => (scores[index] = result.scores[k]!));
         probabilities = candidates.map(() => 0);
-        usable.forEach(({ index }, k) => (probabilities[index] = result.probabilities[k]!));
+        scored.forEach((index, k) => {
+          scores[index] = result.scores[k]!;
+          probabilities[index] = result.probabilities[k]!;
+        });
         noParent = result.noParent;
       } else {
         const { metric, approximation } = parseRepresentationMethod(options.method);
@@ -144,7 +159,10 @@ async function byRepresentation(
           alpha: options.alpha ?? DEFAULT_ALPHA,
           signal: options.signal,
         });
-        usable.forEach(({ index }, k) => (scores[index] = results[k]!.score));
+        usable.forEach(({ index }, k) => {
+          if (Number.isFinite(results[k]!.score)) scores[index] = results[k]!.score;
+          else unusable.push({ index, why: NOT_FINITE });
+        });
         probabilities = relativeConfidence(scores);
       }
       const ranking = candidates
@@ -171,27 +189,15 @@ async function byRepresentation(
 }
 
 /**
- * A candidate's values for the model's parameters: by name, or — for the same architecture saved
- * by another framework (a Keras child, PyTorch candidates) — layer by layer in the order the
- * architecture runs them, when the candidate's own recognised parameters have the same shapes.
+ * The model the child's checkpoint runs as: an ONNX graph, a Keras/TF.js layers model from its
+ * saved configuration, or a recognised state-dict architecture (Keras and TF.js weights without a
+ * configuration seen with PyTorch's names and layouts).
  */
-async function parametersFor(checkpoint: Checkpoint, model: FeatureModel, signal?: AbortSignal): Promise<Map<string, Float32Array>> {
-  try {
-    return await loadParameters(checkpoint, model, signal);
-  } catch (byName) {
-    const recognition = recogniseArchitecture(checkpoint.tensors);
-    if ('reason' in recognition) throw byName;
-    const own = [...recognition.architecture.parameters];
-    const wanted = [...model.parameters];
-    if (own.length !== wanted.length || own.some(([, shape], i) => shape.join() !== wanted[i]![1].join())) throw byName;
-    const values = await loadParameters(checkpoint, { ...model, parameters: recognition.architecture.parameters }, signal);
-    return new Map(wanted.map(([name], i) => [name, values.get(own[i]![0])!]));
-  }
-}
-
 async function featureModelFor(checkpoint: Checkpoint, device: DevicePreference | undefined): Promise<FeatureModel> {
   if (checkpoint.format === 'onnx') return openOnnxFeatureModel(checkpoint.path, { device });
-  const recognition = recogniseArchitecture(checkpoint.tensors);
+  const keras = await openKerasFeatureModel(checkpoint, { device });
+  if (keras) return keras;
+  const recognition = recogniseArchitecture(inPytorchLayout(checkpoint).tensors);
   if ('reason' in recognition) throw new Error(`${checkpoint.path}: only weight-space methods apply (${recognition.reason})`);
   return openStateDictFeatureModel(recognition.architecture, { device });
 }
@@ -208,8 +214,8 @@ export function matrixPairs(model: FeatureModel, parent: ReadonlyMap<string, Flo
   const pairs: MatrixPair[] = [];
   for (const [name, shape] of model.parameters) {
     if (shape.length < 2 || /running_(mean|var)$/.test(name)) continue;
-    const rows = shape[0]!;
-    pairs.push({ parent: parent.get(name)!, child: child.get(name)!, rows, columns: parent.get(name)!.length / rows });
+    const parentMatrix = outputsFirstMatrix(model, name, parent.get(name)!);
+    pairs.push({ parent: parentMatrix.values, child: outputsFirstMatrix(model, name, child.get(name)!).values, rows: parentMatrix.rows, columns: parentMatrix.columns });
   }
   return pairs;
 }

@@ -11,6 +11,16 @@ export interface FeatureModel {
   readonly inputShape: readonly number[];
   /** Names of the parameters the features depend on (the feature extractor g, not the head), with their shapes. */
   readonly parameters: ReadonlyMap<string, readonly number[]>;
+  /**
+   * How weight matrices are laid out: PyTorch's outputs-first ([out, in], OIHW), the default, or
+   * Keras's inputs-first ([in, out], HWIO).
+   */
+  readonly kernelLayout?: 'outputs-first' | 'inputs-first';
+  /**
+   * Parameters training does not move by gradient (BatchNorm's moving statistics) where their
+   * names do not say so: PyTorch's end in `running_mean`/`running_var`, Keras 3 numbers them.
+   */
+  readonly runningStatistics?: ReadonlySet<string>;
   /** Where the computation runs, e.g. "onnxruntime cpu" or "tfjs wasm". */
   readonly device: string;
   /**

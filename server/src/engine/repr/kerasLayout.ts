@@ -50,10 +50,8 @@ export function inPytorchLayout(checkpoint: Checkpoint): Checkpoint {
 
 /** A Dense kernel transposed (in × out → out × in), a conv kernel from HWIO to OIHW, anything else as it is. */
 function permuted(name: string, tensor: Tensor): Tensor {
-  const rank = tensor.shape.length;
-  if (rank !== 2 && rank !== 4) return renamed(name, tensor);
-  const order = rank === 2 ? [1, 0] : [3, 2, 0, 1];
-  return new PermutedTensor(name, tensor, order);
+  const order = TO_OUTPUTS_FIRST[tensor.shape.length];
+  return order ? new PermutedTensor(name, tensor, order) : renamed(name, tensor);
 }
 
 function renamed(name: string, tensor: Tensor): Tensor {
@@ -99,22 +97,30 @@ class PermutedTensor implements Tensor {
   }
 
   private async all(): Promise<Float64Array> {
-    const values = await this.source.read();
-    const sourceStrides = stridesOf(this.source.shape);
-    const strides = this.order.map((axis) => sourceStrides[axis]!);
-    const result = new Float64Array(this.elementCount);
-    const position = new Array<number>(this.shape.length).fill(0);
-    for (let i = 0; i < result.length; i++) {
-      let offset = 0;
-      for (let d = 0; d < position.length; d++) offset += position[d]! * strides[d]!;
-      result[i] = values[offset]!;
-      for (let d = position.length - 1; d >= 0; d--) {
-        if (++position[d]! < this.shape[d]!) break;
-        position[d] = 0;
-      }
-    }
-    return result;
+    return permuteAxes(await this.source.read(), this.source.shape, this.order, new Float64Array(this.elementCount));
   }
+}
+
+/** Keras's inputs-first kernels (Dense in × out, conv HWIO) to PyTorch's outputs-first order, and back. */
+export const TO_OUTPUTS_FIRST: Readonly<Record<number, readonly number[]>> = { 2: [1, 0], 4: [3, 2, 0, 1] };
+export const TO_INPUTS_FIRST: Readonly<Record<number, readonly number[]>> = { 2: [1, 0], 4: [2, 3, 1, 0] };
+
+/** `values` of `shape` with its axes in `order` (result axis d is source axis order[d]), written into `result`. */
+export function permuteAxes<T extends Float32Array | Float64Array>(values: ArrayLike<number>, shape: readonly number[], order: readonly number[], result: T): T {
+  const sourceStrides = stridesOf(shape);
+  const strides = order.map((axis) => sourceStrides[axis]!);
+  const permutedShape = order.map((axis) => shape[axis]!);
+  const position = new Array<number>(shape.length).fill(0);
+  for (let i = 0; i < result.length; i++) {
+    let offset = 0;
+    for (let d = 0; d < position.length; d++) offset += position[d]! * strides[d]!;
+    result[i] = values[offset]!;
+    for (let d = position.length - 1; d >= 0; d--) {
+      if (++position[d]! < permutedShape[d]!) break;
+      position[d] = 0;
+    }
+  }
+  return result;
 }
 
 function stridesOf(shape: readonly number[]): number[] {

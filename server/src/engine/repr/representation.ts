@@ -89,7 +89,7 @@ export async function scoreCandidates(
       scores.push({ direct, score: direct });
       continue;
     }
-    const along = (step: number, target: Map<string, Float32Array>): Promise<FeatureMatrix> => features(interpolate(candidate, child, step, target));
+    const along = (step: number, target: Map<string, Float32Array>): Promise<FeatureMatrix> => features(interpolate(model, candidate, child, step, target));
     const ahead = similarity(metric, await along(epsilon, scratch.forward), childFeatures);
     const behind = similarity(metric, await along(-epsilon, scratch.backward), childFeatures);
     const slope = (ahead - behind) / (2 * epsilon);
@@ -114,10 +114,10 @@ function allocateFor(model: FeatureModel): Map<string, Float32Array> {
 const RUNNING_STATISTIC = /(^|\.)running_(mean|var)$/;
 
 /** θ_from + t(θ_to − θ_from), written into `target`; running statistics stay at θ_from's. */
-function interpolate(from: ParameterValues, to: ParameterValues, t: number, target: Map<string, Float32Array>): Map<string, Float32Array> {
+function interpolate(model: FeatureModel, from: ParameterValues, to: ParameterValues, t: number, target: Map<string, Float32Array>): Map<string, Float32Array> {
   for (const [name, out] of target) {
     const start = from.get(name)!;
-    if (RUNNING_STATISTIC.test(name)) {
+    if (RUNNING_STATISTIC.test(name) || model.runningStatistics?.has(name)) {
       out.set(start);
       continue;
     }
