@@ -77,11 +77,20 @@ function readModel(value: unknown, depth: number): KerasGraph {
   throw new KerasConfigError(`a ${className} model is not a Sequential or functional model`);
 }
 
+/**
+ * A model used as a layer was called once when it was built, on its own inputs; that call is
+ * not in the configuration. Keras 2 and TF.js still count it in every reference to the model's
+ * calls (so its first listed call is node 1), Keras 3 counts it in `input_layers` and
+ * `output_layers` but not in call arguments. References are renumbered here to index `calls`.
+ */
 function readFunctional(config: Readonly<Record<string, unknown>>, depth: number): KerasGraph {
   const name = typeof config.name === 'string' ? config.name : 'model';
-  const layers = list(config.layers, `${name}'s layers`).map((entry) => readLayer(entry, depth, readCalls));
-  const inputs = readEndpoints(config.input_layers, `${name}'s input_layers`);
-  const outputs = readEndpoints(config.output_layers, `${name}'s output_layers`);
+  const entries = list(config.layers, `${name}'s layers`);
+  const nested = new Set(entries.filter((entry) => isObject(entry) && typeof entry.class_name === 'string' && MODEL_CLASSES.has(entry.class_name)).map(nameOf));
+  const listed = (ref: TensorRef): TensorRef => (nested.has(ref.layer) && ref.node > 0 ? { ...ref, node: ref.node - 1 } : ref);
+  const layers = entries.map((entry) => readLayer(entry, depth, (layer) => readCalls(layer, listed)));
+  const inputs = readEndpoints(config.input_layers, `${name}'s input_layers`).map(listed);
+  const outputs = readEndpoints(config.output_layers, `${name}'s output_layers`).map(listed);
   const byName = new Map(layers.map((layer) => [layer.name, layer]));
   for (const ref of [...inputs, ...outputs, ...layers.flatMap((layer) => layer.calls.flat())]) {
     if (!byName.has(ref.layer)) throw new KerasConfigError(`${name} refers to a layer "${ref.layer}" it does not list`);
@@ -110,21 +119,28 @@ function readSequential(config: Readonly<Record<string, unknown>>, depth: number
   return { name, layers, inputs: [{ layer: inputName, node: 0, tensor: 0 }], outputs: [previous], inputShapes: [shape] };
 }
 
+/** A layer entry's name: on the entry (Keras 2 functional, Keras 3) or in its config. */
+function nameOf(entry: unknown): string | undefined {
+  if (!isObject(entry)) return undefined;
+  if (typeof entry.name === 'string') return entry.name;
+  return isObject(entry.config) && typeof entry.config.name === 'string' ? entry.config.name : undefined;
+}
+
 function readLayer(value: unknown, depth: number, calls: (layer: Readonly<Record<string, unknown>>) => TensorRef[][]): KerasLayer {
   const layer = object(value, 'a layer');
   const className = string(layer.class_name, 'a layer class');
   const config = object(layer.config ?? {}, `a ${className} layer's config`);
-  const name = typeof layer.name === 'string' ? layer.name : typeof config.name === 'string' ? config.name : undefined;
+  const name = nameOf(layer);
   if (name === undefined) throw new KerasConfigError(`a ${className} layer has no name`);
   const graph = MODEL_CLASSES.has(className) ? readModel(layer, depth + 1) : undefined;
   return { name, className, config, calls: calls(layer), ...(graph ? { graph } : {}) };
 }
 
-/** A layer's calls in either generation's form. */
-function readCalls(layer: Readonly<Record<string, unknown>>): TensorRef[][] {
+/** A layer's calls in either generation's form; `listed` renumbers Keras 2 references (see readFunctional). */
+function readCalls(layer: Readonly<Record<string, unknown>>, listed: (ref: TensorRef) => TensorRef): TensorRef[][] {
   const nodes = layer.inbound_nodes === undefined ? [] : list(layer.inbound_nodes, 'inbound_nodes');
   return nodes.map((node) => {
-    if (Array.isArray(node)) return node.map((entry) => historyRef(entry, 'an inbound node'));
+    if (Array.isArray(node)) return node.map((entry) => listed(historyRef(entry, 'an inbound node')));
     const refs: TensorRef[] = [];
     collectKerasTensors(object(node, 'an inbound node').args, refs, 0);
     return refs;
