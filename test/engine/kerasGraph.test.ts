@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import * as path from 'node:path';
 import { describe, test } from 'node:test';
+import { fingerprintFile } from '../../server/src/engine/fingerprint/fingerprint';
+import { findParent } from '../../server/src/engine/lineage/parentQuery';
 import { CheckpointError } from '../../server/src/engine/errors';
 import type { Checkpoint } from '../../server/src/engine/formats/checkpoint';
 import type { Tensor } from '../../server/src/engine/formats/tensor';
@@ -8,6 +12,8 @@ import { openKerasFeatureModel } from '../../server/src/engine/repr/kerasFeature
 import { parametersFor } from '../../server/src/engine/repr/parameterMatching';
 import { snakeCase } from '../../server/src/engine/repr/kerasWeights';
 import { mulberry32 } from '../../server/src/engine/repr/probe';
+import { makeTempDir } from '../helpers';
+import { weightGroup, writeTfjsModel } from './tfjsWriter';
 
 /** A tensor held in memory, as a reader would list it. */
 function memoryTensor(name: string, shape: readonly number[], values: Float64Array): Tensor {
@@ -173,5 +179,37 @@ describe('Keras models run from their configuration', () => {
 
   test('a file without a saved configuration has no Keras model', async () => {
     assert.equal(await openKerasFeatureModel(checkpointOf(undefined, residualMlp().tensors)), undefined);
+  });
+});
+
+describe('a candidate whose features are not finite', () => {
+  test('is left out with the reason, and the others are still ranked by the detector and by l1', async () => {
+    const temp = makeTempDir('keras-not-finite-');
+    try {
+      const { config, tensors } = residualMlp();
+      /** The residual MLP as a TF.js model.json under `name`, its weights changed by `change`. */
+      const write = async (name: string, change: (value: number, i: number) => number) => {
+        const dir = path.join(temp.dir, name);
+        mkdirSync(dir);
+        const weights = await Promise.all(
+          tensors.map(async (tensor) => ({ name: tensor.name, shape: tensor.shape, dtype: 'float32' as const, data: Buffer.from(Float32Array.from(await tensor.read(), change).buffer) })),
+        );
+        return fingerprintFile(writeTfjsModel(dir, { groups: [weightGroup(weights, 1 << 20)], fields: { format: 'layers-model', modelTopology: config } }));
+      };
+      const parent = await write('parent', (value) => value);
+      const child = await write('child', (value, i) => value + 0.01 * Math.sin(i));
+      const unrelated = await write('unrelated', (value, i) => Math.cos(7 * i));
+      // Weights near float32's largest value overflow to infinity in the first layer.
+      const overflowing = await write('overflowing', () => 3e38);
+      for (const method of ['detector', 'repr-l1'] as const) {
+        const answer = await findParent(child, [overflowing, unrelated, parent], { method });
+        assert.equal(answer.parent, parent.path, method);
+        assert.match(answer.details, /overflowing\/model\.json left out: its features on the probe are not all finite numbers/, method);
+        for (const entry of answer.ranking) assert.ok(Number.isFinite(entry.probability), `${method}: ${entry.candidate} has probability ${entry.probability}`);
+        assert.equal(answer.ranking.find((entry) => entry.candidate === overflowing.path)!.related, false, method);
+      }
+    } finally {
+      temp.cleanup();
+    }
   });
 });
