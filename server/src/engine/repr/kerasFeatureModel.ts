@@ -82,6 +82,8 @@ interface KerasPlan {
   readonly file: string;
   readonly graph: KerasGraph;
   readonly featureRef: TensorRef;
+  /** Per graph (the model's and nested models'), the calls a forward pass runs, in order. */
+  readonly callOrders: ReadonlyMap<KerasGraph, readonly (readonly [KerasLayer, number])[]>;
   readonly description: string;
   /** The sample shape Keras declares (channels-last for images). */
   readonly kerasInputShape: readonly number[];
@@ -95,7 +97,7 @@ interface KerasPlan {
 const MOVING_STATISTICS = new Set(['moving_mean', 'moving_variance', 'mean', 'variance', 'count']);
 
 function planModel(checkpoint: Checkpoint): KerasPlan {
-  const graph = readKerasGraph(unwrapped(checkpoint.modelConfig));
+  const graph = readKerasGraph(checkpoint.modelConfig);
   if (graph.inputs.length !== 1) throw new KerasConfigError(`the model has ${graph.inputs.length} inputs; one probe feeds one input`);
   const kerasInputShape = graph.inputShapes[0]!.map((size, axis, shape) => {
     if (size !== null) return size;
@@ -104,7 +106,7 @@ function planModel(checkpoint: Checkpoint): KerasPlan {
     throw new KerasConfigError(`input axis ${axis + 1} has no fixed size`);
   });
   const { ref: featureRef, head } = headInput(graph);
-  const used = layersUpstream(graph, featureRef);
+  const { used, callOrders } = layersUpstream(graph, featureRef);
   for (const [path, layer] of used) checkSupported(layer, path);
   const bound = bindWeights(graph, checkpoint.tensors);
   const layerParameters = new Map<string, Map<string, string>>();
@@ -122,7 +124,7 @@ function planModel(checkpoint: Checkpoint): KerasPlan {
     }
   }
   const description = `Keras ${graph.name} (${used.size} layers), features: ${head ? `input of ${head}` : 'its output'}`;
-  return { file: checkpoint.path, graph, featureRef, description, kerasInputShape, layerParameters, parameters, runningStatistics };
+  return { file: checkpoint.path, graph, featureRef, callOrders, description, kerasInputShape, layerParameters, parameters, runningStatistics };
 }
 
 /**
@@ -154,11 +156,6 @@ function inConfigOrder(graph: KerasGraph, used: ReadonlyMap<string, KerasLayer>)
   return ordered;
 }
 
-/** TF.js converted from Keras wraps the config in `{model_config, keras_version, backend}`. */
-function unwrapped(config: unknown): unknown {
-  return isObject(config) && isObject(config.model_config) ? config.model_config : config;
-}
-
 function layerNamed(graph: KerasGraph, name: string): KerasLayer {
   const layer = graph.layers.find((candidate) => candidate.name === name);
   if (!layer) throw new KerasConfigError(`no layer "${name}"`);
@@ -179,30 +176,25 @@ function headInput(graph: KerasGraph): { ref: TensorRef; head?: string } {
   return { ref: graph.outputs[0]! };
 }
 
-/** Every layer the tensor depends on, nested models' layers included, keyed by path. */
-function layersUpstream(graph: KerasGraph, ref: TensorRef): Map<string, KerasLayer> {
+/**
+ * The calls each graph runs to compute the tensor (nested models' graphs for their outputs),
+ * each after the calls it reads, and every layer among them keyed by path.
+ */
+function layersUpstream(graph: KerasGraph, ref: TensorRef): { used: Map<string, KerasLayer>; callOrders: Map<KerasGraph, [KerasLayer, number][]> } {
   const used = new Map<string, KerasLayer>();
+  const callOrders = new Map<KerasGraph, [KerasLayer, number][]>();
   const visitModel = (model: KerasGraph, prefix: string, refs: readonly TensorRef[]) => {
-    callOrder(model, refs); // throws on a cycle or a call the configuration does not list
-    const pending = [...refs];
-    const seen = new Set<string>();
-    while (pending.length > 0) {
-      const next = pending.pop()!;
-      const key = `${next.layer}#${next.node}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      const layer = layerNamed(model, next.layer);
+    const order = callOrder(model, refs);
+    callOrders.set(model, order);
+    for (const [layer] of order) {
       const path = prefix + layer.name;
+      if (used.has(path)) continue;
       used.set(path, layer);
-      if (layer.className === 'InputLayer') continue;
-      const call = layer.calls[next.node];
-      if (!call) throw new KerasConfigError(`layer "${layer.name}" is used at call ${next.node}, which the configuration does not list`);
-      pending.push(...call);
       if (layer.graph) visitModel(layer.graph, `${path}/`, layer.graph.outputs);
     }
   };
   visitModel(graph, '', [ref]);
-  return used;
+  return { used, callOrders };
 }
 
 const SUPPORTED = new Set([
@@ -299,7 +291,7 @@ class KerasFeatureModel implements FeatureModel {
       for (let start = 0; start < rows; ) {
         throwIfAborted(signal);
         const count = Math.min(this.batchRows ?? 1, rows - start);
-        const run = new GraphRun(this.tf, weights);
+        const run = new GraphRun(this.tf, weights, this.plan.callOrders);
         const input = this.tf.tidy(() => {
           const batch = this.tf.tensor(probe.subarray(start * sampleSize, (start + count) * sampleSize), [count, ...this.inputShape]);
           return isImage(this.plan.kerasInputShape) ? this.tf.transpose(batch, [0, 2, 3, 1]) : batch;
@@ -377,6 +369,7 @@ class GraphRun {
   constructor(
     private readonly tf: Tf,
     private readonly weights: Weights,
+    private readonly callOrders: KerasPlan['callOrders'],
   ) {}
 
   /**
@@ -384,7 +377,7 @@ class GraphRun {
    * when `consumeInputs`). The returned tensors are the caller's to free.
    */
   model(graph: KerasGraph, prefix: string, inputs: readonly TfCore.Tensor[], wanted: readonly TensorRef[], consumeInputs = false): TfCore.Tensor[] {
-    const order = callOrder(graph, wanted);
+    const order = this.callOrders.get(graph)!;
     const key = (ref: { layer: string; node: number }) => `${ref.layer}#${ref.node}`;
     const remainingUses = new Map<string, number>();
     for (const [layer, node] of order) for (const ref of layer.calls[node] ?? []) remainingUses.set(key(ref), (remainingUses.get(key(ref)) ?? 0) + 1);
@@ -427,10 +420,7 @@ class GraphRun {
         outputs.set(key({ layer: layer.name, node }), results);
         for (const ref of call) release(ref);
       }
-      return wanted.map((ref) => {
-        const tensor = tensorAt(ref);
-        return this.tf.clone(tensor);
-      });
+      return wanted.map((ref) => this.tf.clone(tensorAt(ref)));
     } finally {
       for (const tensors of outputs.values()) for (const tensor of tensors) if (!borrowed.has(tensor)) tensor.dispose();
     }

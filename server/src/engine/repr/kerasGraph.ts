@@ -102,8 +102,7 @@ function readFunctional(config: Readonly<Record<string, unknown>>, depth: number
 /** A chain: each layer called once on the previous one's output, after an input layer. */
 function readSequential(config: Readonly<Record<string, unknown>>, depth: number): KerasGraph {
   const name = typeof config.name === 'string' ? config.name : 'sequential';
-  // Keras 2.0 wrote the layer list itself as the config.
-  const entries = list(Array.isArray(config) ? config : config.layers, `${name}'s layers`);
+  const entries = list(config.layers, `${name}'s layers`);
   const declared = entries.map((entry) => readLayer(entry, depth, () => []));
   const first = declared[0];
   if (!first) throw new KerasConfigError(`${name} has no layers`);
